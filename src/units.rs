@@ -326,3 +326,73 @@ mod tests {
         assert!(e.to_string().contains("expected a duration"), "{e}");
     }
 }
+
+/// A request line: `GET /path?query` (method and a path that starts with `/`). The method
+/// defaults to GET when only a path is written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RequestLine {
+    pub method: String,
+    pub path: String,
+}
+
+impl RequestLine {
+    pub fn get(path: &str) -> Self {
+        RequestLine {
+            method: "GET".into(),
+            path: path.into(),
+        }
+    }
+    pub fn post(path: &str) -> Self {
+        RequestLine {
+            method: "POST".into(),
+            path: path.into(),
+        }
+    }
+}
+
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+impl FromStr for RequestLine {
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        let mut parts = s.split_whitespace();
+        let (method, path) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(p), None, None) if p.starts_with('/') => ("GET", p),
+            (Some(m), Some(p), None) => (m, p),
+            _ => {
+                return Err(UnitError(format!(
+                    "invalid request `{s}`: write a method and a path, e.g. `GET /v1/correlations?market=m1`"
+                )));
+            }
+        };
+        if !METHODS.contains(&method) {
+            return Err(UnitError(format!(
+                "invalid request `{s}`: unknown method `{method}` (use one of {})",
+                METHODS.join(", ")
+            )));
+        }
+        if !path.starts_with('/') {
+            return Err(UnitError(format!(
+                "invalid request `{s}`: the path must start with `/` (the target's base URL is added)"
+            )));
+        }
+        Ok(RequestLine {
+            method: method.into(),
+            path: path.into(),
+        })
+    }
+}
+
+impl fmt::Display for RequestLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+string_unit!(
+    RequestLine,
+    "request line",
+    "A request: a method and a path, e.g. `GET /v1/correlations?market=m1`.",
+    r"^\s*((GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)\s+)?/\S*\s*$",
+    ["GET /healthz", "POST /v1/graph/build"]
+);

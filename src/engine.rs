@@ -1,0 +1,11 @@
+//! The engine: resolves the target (spawned or remote) and its capabilities, runs checks
+//! under deadlines and request budgets (concurrently where they are independent), applies
+//! the gate, and produces a [`crate::report::Report`].
+//!
+//! It knows no check's internals: it calls [`crate::checks::CheckSpec`]'s dispatch.
+
+pub mod context;
+pub mod spawn;
+pub mod target;
+
+pub use context::{Capability, CheckError, Ctx, Observation, Outcome, Status};

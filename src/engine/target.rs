@@ -1,0 +1,121 @@
+//! Targets: the service under test, spawned by preflight or given by URL, and the
+//! capabilities that follow from what is known about it.
+
+use std::path::PathBuf;
+
+use crate::engine::context::{Capability, CheckError};
+use crate::policy::Secret;
+
+/// How preflight controls the target's process.
+#[derive(Debug)]
+pub enum ProcessControl {
+    /// preflight spawned the bundled service and owns the child.
+    Spawned(Box<crate::engine::spawn::Spawned>),
+    /// A remote target with a pid file and an optional restart command.
+    Remote {
+        pid_file: PathBuf,
+        restart: Vec<String>,
+    },
+}
+
+/// The service under test.
+#[derive(Debug)]
+pub struct Target {
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+    pub admin_token: Option<Secret>,
+    pub process: Option<ProcessControl>,
+    pub log_dir: Option<PathBuf>,
+    pub sqlite: Option<PathBuf>,
+}
+
+impl Target {
+    /// A remote target known only by URL.
+    pub fn remote(url: &str) -> Self {
+        Target {
+            url: url.trim_end_matches('/').to_string(),
+            admin_token: None,
+            process: None,
+            log_dir: None,
+            sqlite: None,
+        }
+    }
+
+    pub fn has(&self, cap: Capability) -> bool {
+        match cap {
+            Capability::Http => true,
+            Capability::Admin => self.admin_token.is_some(),
+            Capability::Process => self.process.is_some(),
+            Capability::LogDir => self.log_dir.is_some(),
+            Capability::Sqlite => self.sqlite.is_some(),
+        }
+    }
+
+    /// What the user can do to give the target `cap`.
+    pub fn missing_hint(&self, cap: Capability) -> String {
+        match cap {
+            Capability::Http => "the target has no URL".into(),
+            Capability::Admin => {
+                "set `target.admin_token` (e.g. `${env:PREFLIGHT_ADMIN_TOKEN}`) or let preflight spawn the service".into()
+            }
+            Capability::Process => {
+                "set `target.process.pid_file` (and `restart`) or let preflight spawn the service".into()
+            }
+            Capability::LogDir => "set `target.log_dir` or let preflight spawn the service".into(),
+            Capability::Sqlite => "set `target.sqlite` or let preflight spawn the service".into(),
+        }
+    }
+
+    /// Whether preflight spawned this target (and may restart it freely).
+    pub fn is_spawned(&self) -> bool {
+        matches!(self.process, Some(ProcessControl::Spawned(_)))
+    }
+
+    fn process(&self) -> Result<&ProcessControl, CheckError> {
+        self.process.as_ref().ok_or_else(|| CheckError::Missing {
+            capability: Capability::Process,
+            hint: self.missing_hint(Capability::Process),
+        })
+    }
+
+    /// The target's current pid.
+    pub fn pid(&self) -> Result<u32, CheckError> {
+        match self.process()? {
+            ProcessControl::Spawned(s) => s.pid(),
+            ProcessControl::Remote { pid_file, .. } => {
+                let text = std::fs::read_to_string(pid_file).map_err(|e| {
+                    CheckError::Local(format!("reading pid file {}: {e}", pid_file.display()))
+                })?;
+                text.trim().parse().map_err(|_| {
+                    CheckError::Local(format!(
+                        "pid file {} does not hold a pid: {:?}",
+                        pid_file.display(),
+                        text.trim()
+                    ))
+                })
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the target and waits until it is gone.
+    pub async fn kill_hard(&self) -> Result<(), CheckError> {
+        match self.process()? {
+            ProcessControl::Spawned(s) => s.kill_hard().await,
+            ProcessControl::Remote { .. } => {
+                let pid = self.pid()?;
+                crate::engine::spawn::kill_pid_hard(pid).await
+            }
+        }
+    }
+
+    /// Starts the target again after a kill, on the same address. Returns once the process
+    /// is started; the caller polls readiness.
+    pub async fn restart(&self) -> Result<(), CheckError> {
+        match self.process()? {
+            ProcessControl::Spawned(s) => s.restart().await,
+            ProcessControl::Remote { restart, .. } => {
+                crate::engine::spawn::run_restart_command(restart).await
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The policy language: the typed model, loading YAML with exact positions, the JSON Schema
+//! generated from the model, and diagnostics that point at `file:line:col`.
+//!
+//! It does no I/O beyond reading policy files, and never talks to a target.
+
+pub mod model;
+
+pub use model::{Check, GateSpec, Policy, ProcessSpec, Secret, Severity, TargetSpec, Waiver};

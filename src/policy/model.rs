@@ -1,0 +1,229 @@
+//! The typed policy model. The JSON Schema (`docs/policy.schema.json`) is generated from
+//! these types, so a field documented here is documented for editors too.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::checks::CheckSpec;
+use crate::units::Dur;
+
+/// A policy file: what to check, against which target, and how to decide.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Policy language version. Always `1`.
+    pub version: u32,
+    /// Short name, shown in every report.
+    pub name: String,
+    /// What this policy is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Other policy files (relative to this one) whose checks are added; a check here with the
+    /// same `id` as an included one overrides the fields it sets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// The service under test. Absent: preflight spawns the bundled core service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetSpec>,
+    /// Which severities block a deploy.
+    #[serde(default)]
+    pub gate: GateSpec,
+    /// Accepted exceptions, each with a reason and an expiry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waivers: Vec<Waiver>,
+    /// The checks, run and reported in this order.
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+/// The service under test and what preflight may do to it (its capabilities).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Base URL, e.g. `http://127.0.0.1:8080`. `--target` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Admin API bearer token; enables fault-injection checks. Use `${env:NAME}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_token: Option<Secret>,
+    /// How to find and restart the process; enables memory and crash checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<ProcessSpec>,
+    /// The service's log directory; enables log-retention checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_dir: Option<PathBuf>,
+    /// The service's SQLite database; enables `sqlite` checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sqlite: Option<PathBuf>,
+    /// Spawn the bundled core service with this config instead of using a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<SpawnSpec>,
+}
+
+/// Process control of a remote target.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// File holding the service's pid.
+    pub pid_file: PathBuf,
+    /// Command (argv) that starts the service again after a crash test.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart: Vec<String>,
+}
+
+/// Spawn the bundled service.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnSpec {
+    /// Service config profile, relative to the working directory.
+    pub config: PathBuf,
+}
+
+/// A secret string (admin tokens): never printed, in any output.
+#[derive(Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How results become a verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateSpec {
+    /// A FAIL or ERROR at one of these severities is NO-GO.
+    #[serde(default = "GateSpec::default_block_on")]
+    pub block_on: Vec<Severity>,
+}
+
+impl GateSpec {
+    fn default_block_on() -> Vec<Severity> {
+        vec![Severity::Critical, Severity::High]
+    }
+}
+
+impl Default for GateSpec {
+    fn default() -> Self {
+        GateSpec {
+            block_on: Self::default_block_on(),
+        }
+    }
+}
+
+/// How much a failing check matters.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Critical,
+    #[default]
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// An accepted exception for one check.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Waiver {
+    /// The id of the waived check.
+    pub check: String,
+    /// Why this is acceptable, for the people reading the report.
+    pub reason: String,
+    /// Last day the waiver applies (`YYYY-MM-DD`); after it the check blocks again.
+    pub expires: chrono::NaiveDate,
+}
+
+/// One check: common fields plus the fields of its `kind`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Check {
+    /// Unique id (kebab-case), used by `--only`, `depends_on`, waivers and reports.
+    pub id: String,
+    /// What requirement this check proves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How much a failure matters (default `high`).
+    #[serde(default)]
+    pub severity: Severity,
+    /// Run only after these checks passed; otherwise SKIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Retry until the check passes or `within` runs out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Deadline for the whole check (default per kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Most requests the check may send (default per kind).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<u64>,
+    /// Whether the check may run concurrently with other independent checks. Checks that
+    /// disturb the target (faults, kills, floods) are never run concurrently, whatever this says.
+    #[serde(default = "default_true")]
+    pub independent: bool,
+    /// The kind and its fields.
+    #[serde(flatten)]
+    pub spec: CheckSpec,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Retry-until-met.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Give up after this long.
+    pub within: Dur,
+    /// Wait between attempts.
+    #[serde(default = "Retry::default_every")]
+    pub every: Dur,
+}
+
+impl Retry {
+    fn default_every() -> Dur {
+        Dur::from_millis(500)
+    }
+}
+
+/// Extra map type used by several kinds.
+pub type StringMap = BTreeMap<String, String>;

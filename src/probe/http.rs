@@ -1,0 +1,206 @@
+//! HTTP client for checks: bound to the check's own source address in 127.0.0.0/8, charged
+//! against its request budget, and never waiting past its deadline.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::HeaderMap;
+use tokio::time::Instant;
+
+use crate::engine::context::{Budget, Capability, CheckError, Ctx};
+use crate::policy::Secret;
+use crate::units::RequestLine;
+
+/// A received response with its timing.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// From sending the request to the end of the body.
+    pub elapsed: Duration,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Result<serde_json::Value, CheckError> {
+        serde_json::from_slice(&self.body).map_err(|e| {
+            CheckError::Target(format!(
+                "expected a JSON body (status {}): {e}; body starts {:?}",
+                self.status,
+                self.text().chars().take(120).collect::<String>()
+            ))
+        })
+    }
+}
+
+/// An HTTP client for one check and one source address.
+#[derive(Debug, Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    base: String,
+    budget: Budget,
+    deadline: Instant,
+    admin: Option<Secret>,
+    source: IpAddr,
+}
+
+/// Per-request cap, so one stuck request cannot eat a long check's whole deadline.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Http {
+    pub fn new(
+        base: &str,
+        source: IpAddr,
+        budget: Budget,
+        deadline: Instant,
+        admin: Option<Secret>,
+    ) -> Result<Self, CheckError> {
+        let client = reqwest::Client::builder()
+            .local_address(source)
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| CheckError::Local(format!("building the HTTP client: {e}")))?;
+        Ok(Http {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+            budget,
+            deadline,
+            admin,
+            source,
+        })
+    }
+
+    pub fn source(&self) -> IpAddr {
+        self.source
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends `req` (with an optional JSON body and extra headers).
+    pub async fn send(
+        &self,
+        req: &RequestLine,
+        body: Option<&serde_json::Value>,
+        headers: &[(String, String)],
+    ) -> Result<Response, CheckError> {
+        self.execute(&req.method, &req.path, body, headers, false)
+            .await
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Response, CheckError> {
+        self.execute("GET", path, None, &[], false).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, CheckError> {
+        self.execute("POST", path, body, &[], false).await
+    }
+
+    /// A call to the admin API with the bearer token; SKIP-worthy error when none is known.
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, CheckError> {
+        self.execute(method, path, body, &[], true).await
+    }
+
+    async fn execute(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        headers: &[(String, String)],
+        admin: bool,
+    ) -> Result<Response, CheckError> {
+        self.budget.take(1)?;
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(CheckError::Deadline(Duration::ZERO));
+        }
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|_| CheckError::Local(format!("invalid method {method}")))?;
+        let url = format!("{}{}", self.base, path);
+        let mut rb = self
+            .client
+            .request(method, &url)
+            .timeout(REQUEST_TIMEOUT.min(self.deadline - now));
+        for (k, v) in headers {
+            rb = rb.header(k, v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        if admin {
+            let token = self.admin.as_ref().ok_or_else(|| CheckError::Missing {
+                capability: Capability::Admin,
+                hint: "set `target.admin_token` or let preflight spawn the service".into(),
+            })?;
+            rb = rb.bearer_auth(token.expose());
+        }
+        let start = std::time::Instant::now();
+        let resp = rb.send().await.map_err(|e| transport_error(&url, e))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| transport_error(&url, e))?;
+        Ok(Response {
+            status,
+            headers,
+            body,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+fn transport_error(url: &str, e: reqwest::Error) -> CheckError {
+    if e.is_timeout() {
+        CheckError::Target(format!("{url}: no answer in time"))
+    } else if e.is_connect() {
+        CheckError::Target(format!("{url}: cannot connect ({})", root_cause(&e)))
+    } else {
+        CheckError::Target(format!("{url}: {}", root_cause(&e)))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+impl Ctx {
+    /// An HTTP client from this check's own source address.
+    pub fn http(&self) -> Result<Http, CheckError> {
+        self.http_from(self.source)
+    }
+
+    /// An HTTP client from another address of this check (see [`Ctx::extra_sources`]).
+    pub fn http_from(&self, source: IpAddr) -> Result<Http, CheckError> {
+        Http::new(
+            &self.target.url,
+            source,
+            self.budget.clone(),
+            self.deadline,
+            self.target.admin_token.clone(),
+        )
+    }
+}

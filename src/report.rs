@@ -1,0 +1,142 @@
+//! Reports: the plain-data [`Report`] (a documented JSON contract with a `schema_version`)
+//! and one renderer per format, each writing to any `io::Write`. Renderers present; they
+//! never compute verdicts.
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::engine::context::{Observation, Status};
+use crate::policy::Severity;
+
+/// Version of the JSON report contract (`docs/report-format.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The overall decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING-KEBAB-CASE")]
+pub enum Verdict {
+    Go,
+    NoGo,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Go => "GO",
+            Verdict::NoGo => "NO-GO",
+            Verdict::Inconclusive => "INCONCLUSIVE",
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Report {
+    pub schema_version: u32,
+    /// `preflight <version>`.
+    pub tool: String,
+    pub policy: PolicyInfo,
+    pub target: TargetInfo,
+    /// RFC 3339.
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub verdict: Verdict,
+    /// Why the verdict is what it is, in one sentence.
+    pub verdict_reason: String,
+    /// Severities that block.
+    pub block_on: Vec<Severity>,
+    pub counts: Counts,
+    pub waivers: Vec<WaiverInfo>,
+    /// In policy order, whatever order they ran in.
+    pub results: Vec<CheckResult>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub description: Option<String>,
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TargetInfo {
+    pub url: String,
+    /// Whether preflight spawned the bundled service for this run.
+    pub spawned: bool,
+    /// The service config profile when spawned.
+    pub config: Option<String>,
+    /// Capabilities available for this run.
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+pub struct Counts {
+    pub pass: usize,
+    pub fail: usize,
+    pub error: usize,
+    pub skip: usize,
+    /// Failures or errors not blocking because a waiver applies.
+    pub waived: usize,
+}
+
+/// A waiver and whether it applies.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WaiverInfo {
+    pub check: String,
+    pub reason: String,
+    /// `YYYY-MM-DD`.
+    pub expires: String,
+    /// `active`, or `expired` (no longer applies).
+    pub state: String,
+}
+
+/// One check's result with its evidence.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CheckResult {
+    pub id: String,
+    pub kind: String,
+    pub severity: Severity,
+    pub description: Option<String>,
+    pub status: Status,
+    /// Whether this result makes the verdict NO-GO (or INCONCLUSIVE for SKIP).
+    pub blocking: bool,
+    /// The reason of the waiver that applies, if any.
+    pub waived: Option<String>,
+    pub attempts: u32,
+    pub duration_ms: u64,
+    /// One line: what was found (or why it was skipped / errored).
+    pub summary: String,
+    pub observations: Vec<Observation>,
+    /// What was sent to the target.
+    pub sent: Vec<String>,
+    pub requests: u64,
+    #[schemars(with = "serde_json::Value")]
+    pub evidence: serde_json::Value,
+    pub charts: Vec<Chart>,
+}
+
+/// A chart for the HTML report: generic series of (x, y) points.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Chart {
+    pub title: String,
+    pub kind: ChartKind,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChartKind {
+    Line,
+    Scatter,
+    Bars,
+    Steps,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+}
