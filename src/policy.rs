@@ -3,6 +3,10 @@
 //!
 //! It does no I/O beyond reading policy files, and never talks to a target.
 
+pub mod diag;
+pub mod load;
 pub mod model;
 
+pub use diag::Diagnostic;
+pub use load::{Loaded, load};
 pub use model::{Check, GateSpec, Policy, ProcessSpec, Secret, Severity, TargetSpec, Waiver};
