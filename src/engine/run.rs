@@ -549,3 +549,101 @@ async fn attempt(
         Err(_) => Err(CheckError::Deadline(timeout)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(v: serde_json::Value) -> Check {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn base() -> Base {
+        Base {
+            target: Arc::new(Target::remote("http://127.0.0.1:9")),
+            source: plan::source_for(0),
+            extra_sources: plan::extra_sources(0),
+            policy_dir: PathBuf::from("."),
+            progress: Arc::new(|_| {}),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_until_met_records_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appears-later");
+        let p2 = path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::fs::write(p2, "ready").unwrap();
+        });
+        let c = check(serde_json::json!({
+            "id": "wait-for-file", "kind": "file", "path": path, "contains": ["ready"],
+            "retry": {"within": "5s", "every": "50ms"}
+        }));
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Pass, "{}", r.summary);
+        assert!(r.attempts > 1, "attempts {}", r.attempts);
+        assert!(r.summary.contains("attempts"), "{}", r.summary);
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_after_within() {
+        let c = check(serde_json::json!({
+            "id": "never", "kind": "file", "path": "/nonexistent/preflight/never",
+            "retry": {"within": "400ms", "every": "100ms"}
+        }));
+        let t = std::time::Instant::now();
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Fail);
+        assert!(r.attempts >= 2, "attempts {}", r.attempts);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn no_retry_means_one_attempt_and_skip_is_not_retried() {
+        let c = check(serde_json::json!({
+            "id": "once", "kind": "file", "path": "/nonexistent/preflight/once"
+        }));
+        assert_eq!(run_check(&c, &base()).await.attempts, 1);
+        let c = check(serde_json::json!({
+            "id": "no-db", "kind": "sqlite", "query": "SELECT 1", "equals": 1,
+            "retry": {"within": "5s", "every": "50ms"}
+        }));
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Skip);
+        assert_eq!(r.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_enforced_around_the_kind() {
+        let c = check(serde_json::json!({
+            "id": "slow", "kind": "command", "argv": ["sleep", "20"],
+            "timeout": "300ms"
+        }));
+        let t = std::time::Instant::now();
+        let r = run_check(&c, &base()).await;
+        assert_ne!(r.status, Status::Pass);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn only_and_skip_select_and_reject_unknown_ids() {
+        let cs: Vec<Check> = ["a", "b", "c"]
+            .iter()
+            .map(|id| check(serde_json::json!({"id": id, "kind": "file", "path": "x"})))
+            .collect();
+        let ids = |v: Vec<Check>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(select(&cs, &[], &[]).unwrap()), ["a", "b", "c"]);
+        assert_eq!(
+            ids(select(&cs, &["c".into(), "a".into()], &[]).unwrap()),
+            ["a", "c"]
+        );
+        assert_eq!(ids(select(&cs, &[], &["b".into()]).unwrap()), ["a", "c"]);
+        assert!(
+            select(&cs, &["zz".into()], &[])
+                .unwrap_err()
+                .contains("`zz`")
+        );
+    }
+}
