@@ -345,3 +345,100 @@ async fn kinds_error_when_the_target_is_down() {
         assert_eq!(st, Status::Error, "{}: {}", s.kind(), explain(&o));
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The default policy through the real binary, against the spawned bundled service.
+
+fn check_json(config: &std::path::Path) -> (Option<i32>, serde_json::Value) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .current_dir(root)
+        .args(["check", "policies/production-hardening.yaml", "--config"])
+        .arg(config)
+        .args(["--format", "json"])
+        .output()
+        .expect("running preflight check");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), report)
+}
+
+fn not_passed(report: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["status"] != "PASS")
+        .map(|r| {
+            format!(
+                "{}={}",
+                r["id"].as_str().unwrap(),
+                r["status"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+fn summaries(report: &serde_json::Value) -> String {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {}: {}\n", r["status"], r["id"], r["summary"]))
+        .collect()
+}
+
+/// One test, run in sequence, so the timing-sensitive checks do not compete with each other.
+#[test]
+fn default_policy_go_on_core_and_no_go_naming_each_defect() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+
+    let (code, report) = check_json(&root.join("config/core.yaml"));
+    assert_eq!(report["verdict"], "GO", "{}", summaries(&report));
+    assert_eq!(code, Some(0));
+    assert!(
+        report["duration_ms"].as_u64().unwrap() < 60_000,
+        "default policy took {} ms",
+        report["duration_ms"]
+    );
+
+    let (code, report) = check_json(&root.join("config/before-hardening.yaml"));
+    assert_eq!(report["verdict"], "NO-GO");
+    assert_eq!(code, Some(1));
+    let expected: std::collections::BTreeSet<String> = [
+        "status-fields",
+        "detectors-built-once",
+        "detectors-leak-free",
+        "per-ip-rate-limit",
+        "query-timeout",
+        "feed-breaker",
+        "load-shedding",
+        "log-retention",
+        "crash-recovery",
+    ]
+    .iter()
+    .map(|id| format!("{id}=FAIL"))
+    .collect();
+    assert_eq!(not_passed(&report), expected, "{}", summaries(&report));
+
+    // A profile that breaks only the breaker threshold and the limiter's burst: exactly the
+    // checks of those requirements fail (and /status shows the changed values).
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = std::fs::read_to_string(root.join("config/core.yaml"))
+        .unwrap()
+        .replace("threshold: 5", "threshold: 3")
+        .replace("burst: 100", "burst: 60");
+    let path = tmp.path().join("one-off.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let (_, report) = check_json(&path);
+    let expected: std::collections::BTreeSet<String> =
+        ["status-fields", "per-ip-rate-limit", "feed-breaker"]
+            .iter()
+            .map(|id| format!("{id}=FAIL"))
+            .collect();
+    assert_eq!(not_passed(&report), expected, "{}", summaries(&report));
+}
