@@ -231,7 +231,6 @@ fn usage_errors_are_exit_2() {
 // ---- against the spawned core service ----
 
 #[test]
-#[ignore = "needs the core service (branch `service`, not merged yet)"]
 fn smoke_policy_is_go_on_the_spawned_service() {
     let run = check_json(&[fixture("smoke.yaml").to_str().unwrap()]);
     assert_eq!(run.code, 0, "{:#} {}", run.json, run.stderr);
@@ -240,10 +239,23 @@ fn smoke_policy_is_go_on_the_spawned_service() {
         run.json["target"]["capabilities"],
         serde_json::json!(["http", "admin", "process", "log_dir", "sqlite"])
     );
+    for r in run.json["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "PASS", "{r:#}");
+    }
+    // The spawned service was stopped: its address no longer accepts connections.
+    let addr = run.json["target"]["url"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let end = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(Instant::now() < end, "{addr} still accepts after the run");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
-#[ignore = "needs the core service (branch `service`, not merged yet)"]
 fn leaking_detectors_are_no_go_before_hardening() {
     let run = check_json(&[
         fixture("leak.yaml").to_str().unwrap(),
