@@ -160,12 +160,7 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         FormatArg::Json => Format::Json,
         FormatArg::Junit => Format::Junit,
         FormatArg::Markdown => Format::Markdown,
-        FormatArg::Html => {
-            eprintln!(
-                "error: --format html: not available yet (use human, json, junit or markdown)"
-            );
-            return Ok(exit::USAGE);
-        }
+        FormatArg::Html => Format::Html,
     };
     let progress: Arc<dyn Progress> = if !args.no_progress && std::io::stderr().is_terminal() {
         Arc::new(crate::report::progress::Spinners::new())

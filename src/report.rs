@@ -8,6 +8,7 @@ use serde::Serialize;
 use crate::engine::context::{Observation, Status};
 use crate::policy::Severity;
 
+pub mod html;
 pub mod human;
 pub mod json;
 pub mod junit;
@@ -55,10 +56,7 @@ pub fn write(
         Format::Json => json::write(report, out, opts),
         Format::Junit => junit::write(report, out, opts),
         Format::Markdown => markdown::write(report, out, opts),
-        Format::Html => Err(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "html: not available yet (use human, json, junit or markdown)",
-        )),
+        Format::Html => html::write(report, out, opts),
     }
 }
 
