@@ -219,7 +219,6 @@ fn usage_errors_are_exit_2() {
     let p = p.to_str().unwrap();
     for args in [
         vec![p, "--target", "http://127.0.0.1:9", "--only", "nope"],
-        vec![p, "--target", "http://127.0.0.1:9", "--format", "html"],
         vec![p, "--target", "127.0.0.1:9"],
     ] {
         let out = preflight().arg("check").args(&args).output().unwrap();
