@@ -130,7 +130,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             timeout: Dur::from_millis(50),
-            slow_query_rows: 8_000_000,
+            slow_query_rows: 4_000_000,
         }
     }
 }

@@ -1,3 +1,6 @@
-//! Integration tests: one binary.
+//! Integration tests: one binary (every extra test binary relinks tokio, axum and reqwest).
+
 mod check;
 mod exercise;
+mod service;
+mod support;
