@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(doc.locate("/b/2/c").line, 5);
         // a block mapping starts at its first key (not at the first `:`)
         let doc = parse("items:\n  - id: a\n    x: 1\n").unwrap();
-        assert_eq!((doc.locate("/items/0").line, doc.locate("/items/0").col), (2, 5));
+        assert_eq!(
+            (doc.locate("/items/0").line, doc.locate("/items/0").col),
+            (2, 5)
+        );
         // a missing node is located at its nearest ancestor
         assert_eq!(doc.locate("/b/2/missing"), doc.locate("/b/2"));
     }
