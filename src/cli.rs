@@ -47,6 +47,9 @@ pub enum Command {
     /// Directories are searched recursively for `*.yaml`, `*.yml` and Markdown files with
     /// ```preflight blocks; each file is linted as a policy of its own.
     ///
+    /// An unset `${env:NAME}` is only a warning here (lint runs where secrets are not set);
+    /// `preflight check` treats it as an error.
+    ///
     /// Exit status: 0 when there are no errors (warnings are allowed), 2 on any error.
     ///
     /// Examples:
@@ -161,7 +164,11 @@ fn lint(args: LintArgs) -> anyhow::Result<u8> {
     }
     let mut diags = Vec::new();
     for f in &files {
-        match crate::policy::load(std::slice::from_ref(f)) {
+        let opts = crate::policy::Options {
+            missing_env_warns: true,
+            ..Default::default()
+        };
+        match crate::policy::load_with(std::slice::from_ref(f), &opts) {
             Ok(loaded) => diags.extend(loaded.warnings),
             Err(d) => diags.extend(d),
         }

@@ -45,6 +45,9 @@ pub struct Options {
     pub env: EnvLookup,
     /// Today, for waiver expiry.
     pub today: chrono::NaiveDate,
+    /// Report an unset `${env:NAME}` as a warning, not an error: `preflight lint` runs where
+    /// secrets are not set (CI), a run cannot.
+    pub missing_env_warns: bool,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
         Options {
             env: Box::new(|name| std::env::var(name).ok()),
             today: chrono::Local::now().date_naive(),
+            missing_env_warns: false,
         }
     }
 }
@@ -131,6 +135,9 @@ pub fn find_policy_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     }
     Ok(out)
 }
+
+const YAML_HINT: &str =
+    "the parser noticed here; check the indentation, quotes and brackets on this line and above";
 
 /// Where a merged node comes from.
 #[derive(Debug, Clone, Copy)]
@@ -375,6 +382,9 @@ impl<'o> Loader<'o> {
                 Ok(d) => d,
                 Err(e) => {
                     self.file_diag("policy/yaml-syntax", file, Some(e.pos), e.message);
+                    if let Some(d) = self.diags.last_mut() {
+                        d.hint = Some(YAML_HINT.into());
+                    }
                     return None;
                 }
             };
@@ -574,15 +584,21 @@ impl<'o> Loader<'o> {
             let pos = doc.locate(&ptr);
             let path = self.files[file].clone();
             let d = match e {
-                InterpError::Missing(name) => Diagnostic::error(
-                    "policy/missing-env",
-                    path,
-                    Some(pos),
-                    format!("environment variable `{name}` is not set"),
-                )
-                .with_hint(format!(
-                    "set {name}, or give a default: `${{env:{name}:-value}}`"
-                )),
+                InterpError::Missing(name) => {
+                    let mut d = Diagnostic::error(
+                        "policy/missing-env",
+                        path,
+                        Some(pos),
+                        format!("environment variable `{name}` is not set"),
+                    )
+                    .with_hint(format!(
+                        "set {name}, or give a default: `${{env:{name}:-value}}`"
+                    ));
+                    if self.opts.missing_env_warns {
+                        d.level = Level::Warning;
+                    }
+                    d
+                }
                 InterpError::Syntax(msg) => {
                     Diagnostic::error("policy/bad-interpolation", path, Some(pos), msg).with_hint(
                         "write `${env:NAME}` or `${env:NAME:-default}`; `$${` is a literal `${`",
@@ -653,7 +669,7 @@ impl<'o> Loader<'o> {
             self.diags.push(Diagnostic {
                 level: p.level,
                 code: p.code.to_string(),
-                message: p.message,
+                message: one_line(&p.message),
                 file,
                 pos,
                 hint: p.hint,
@@ -963,14 +979,15 @@ fn validate_schema(value: &Value, locs: &HashMap<String, Loc>, out: &mut Vec<Pen
                     .and_then(Value::as_str)
                     .map(first_line)
                     .unwrap_or_default();
-                out.push(
-                    Pending::error(
-                        "policy/wrong-type",
-                        ptr.clone(),
-                        format!("expected {expected}, found {found}"),
-                    )
-                    .hint(hint),
-                );
+                let mut p = Pending::error(
+                    "policy/wrong-type",
+                    ptr.clone(),
+                    format!("expected {expected}, found {found}"),
+                )
+                .hint(hint);
+                // A block mapping or list starts on the line after its key: point at the key.
+                p.at_key = instance.is_object() || instance.is_array();
+                out.push(p);
             }
             K::Pattern { .. } => {
                 let text = instance.as_str().unwrap_or_default();
@@ -1050,6 +1067,20 @@ fn whose(value: &Value, ptr: &str) -> String {
         .and_then(Value::as_str)
         .map(|id| format!(" in check `{id}`"))
         .unwrap_or_default()
+}
+
+/// Messages are one line: a multi-line library error (regex) keeps its first and last lines.
+fn one_line(msg: &str) -> String {
+    let lines: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    match lines.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, .., last] => format!("{first} {}", last.trim_start_matches("error: ")),
+    }
 }
 
 fn first_line(s: &str) -> String {
@@ -1325,7 +1356,7 @@ fn semantic(
             });
         }
     }
-    if raw_checks.is_empty() && value.is_object() {
+    if raw_checks.is_empty() && value.is_object() && !out.iter().any(|p| p.level == Level::Error) {
         out.push(Pending {
             level: Level::Warning,
             code: "policy/no-checks",
@@ -1679,6 +1710,7 @@ mod tests {
         Options {
             env: Box::new(env),
             today: chrono::NaiveDate::from_ymd_opt(2026, 6, 1).unwrap_or_default(),
+            missing_env_warns: false,
         }
     }
 

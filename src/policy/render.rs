@@ -139,6 +139,13 @@ fn token_width(line: &str, col: usize) -> usize {
             .map(|i| i + 2)
             .unwrap_or(rest.len());
     }
+    // A plain scalar outside flow brackets runs to the end of the line (`2 sec`), less a
+    // trailing comment.
+    let text: String = rest.iter().collect();
+    if !text.contains([',', ']', '}', '[', '{']) && !text.contains(": ") && !text.ends_with(':') {
+        let body = text.split(" #").next().unwrap_or_default().trim_end();
+        return body.chars().count().max(1);
+    }
     let mut n = 0;
     for (i, c) in rest.iter().enumerate() {
         let key_colon = *c == ':' && rest.get(i + 1).is_none_or(|n| n.is_whitespace());
@@ -251,5 +258,7 @@ mod tests {
         );
         assert_eq!(token_width("  x: \"a b\" c", 6), 5);
         assert_eq!(token_width("  - {id: a, kind: x}", 18), 1);
+        assert_eq!(token_width("    wait: 2 sec  # why", 11), 5);
+        assert_eq!(token_width("  - id: limit", 5), 2);
     }
 }
