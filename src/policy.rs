@@ -6,7 +6,9 @@
 pub mod diag;
 pub mod load;
 pub mod model;
+pub mod render;
+pub mod schema;
 
 pub use diag::Diagnostic;
-pub use load::{Loaded, load};
+pub use load::{Loaded, Options, find_policy_files, load, load_str, load_with};
 pub use model::{Check, GateSpec, Policy, ProcessSpec, Secret, Severity, TargetSpec, Waiver};

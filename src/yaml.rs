@@ -273,7 +273,19 @@ impl MarkedEventReceiver for Builder<'_> {
                         self.fail(pos, msg);
                         return;
                     }
+                    let first_key = map.is_empty();
                     *pending_key = Some((s, pos));
+                    // A block mapping's start mark is at its first `:`; the mapping starts at
+                    // its first key, which is where a person looks.
+                    if first_key {
+                        let (pointer, _) = self.next_pointer();
+                        let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p);
+                        if let Some(span) = self.spans.get_mut(parent) {
+                            if pos.offset < span.value.offset {
+                                span.value = pos;
+                            }
+                        }
+                    }
                     return;
                 }
                 let value = scalar_value(&s, style);
@@ -364,6 +376,12 @@ mod tests {
         assert_eq!(doc.locate("/b/1").line, 4);
         assert_eq!(doc.locate("/b/1").col, 5);
         assert_eq!(doc.locate("/b/2/c").line, 5);
+        // a block mapping starts at its first key (not at the first `:`)
+        let doc = parse("items:\n  - id: a\n    x: 1\n").unwrap();
+        assert_eq!(
+            (doc.locate("/items/0").line, doc.locate("/items/0").col),
+            (2, 5)
+        );
         // a missing node is located at its nearest ancestor
         assert_eq!(doc.locate("/b/2/missing"), doc.locate("/b/2"));
     }

@@ -2,5 +2,6 @@
 
 mod check;
 mod exercise;
+mod policy;
 mod service;
 mod support;
