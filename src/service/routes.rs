@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use super::error::AppError;
 use super::graph::Graph;
-use super::metrics::{ROUTES, resident_memory_bytes, route_index, sample};
+use super::metrics::{resident_memory_bytes, route_index, sample};
 use super::ratelimit::Decision;
 use super::snapshot::GraphSummary;
 use super::store::{QueryError, Tick};
@@ -544,15 +544,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
         m.inflight.load(Ordering::Relaxed),
     );
     let b = lock(&state.breaker).state();
-    sample(
-        &mut out,
-        "breaker_state",
-        "gauge",
-        "Circuit breaker state: 0 closed, 1 open, 2 half-open.",
-        "",
-    );
-    // `sample` wrote an unlabelled line; replace it with the labelled one.
-    out.truncate(out.len() - "breaker_state \n".len());
+    out.push_str("# HELP breaker_state Circuit breaker state: 0 closed, 1 open, 2 half-open.\n# TYPE breaker_state gauge\n");
     let _ = writeln!(out, "breaker_state{{dependency=\"feed\"}} {}", b.gauge());
     out.push_str("# HELP breaker_transitions_total Circuit breaker state changes.\n# TYPE breaker_transitions_total counter\n");
     for ((from, to), n) in lock(&m.breaker_transitions).iter() {
@@ -629,7 +621,6 @@ async fn metrics(State(state): State<Shared>) -> Response {
         "Resident set size.",
         resident_memory_bytes(),
     );
-    let _ = ROUTES;
     (
         [(
             header::CONTENT_TYPE,

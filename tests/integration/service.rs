@@ -438,9 +438,7 @@ async fn acknowledged_ticks_survive_kill_9() {
     let mut acked: Vec<String> = Vec::new();
     for round in 0..3 {
         let mut svc = core(dir.path());
-        // Ticks already stored by earlier rounds: wait for new ones past this, so the kill
-        // always lands while this round's writer has acknowledged batches.
-        let before = svc.status().await["ticks"]["stored"].as_i64().unwrap_or(0);
+        let base = svc.status().await["ticks"]["stored"].as_i64().unwrap();
         let c = svc.client();
         let url = svc.url("/v1/ticks");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -468,7 +466,7 @@ async fn acknowledged_ticks_survive_kill_9() {
             Duration::from_secs(20),
             || async {
                 let st = svc.status().await;
-                (st["ticks"]["stored"].as_i64().unwrap_or(0) > before + 100).then_some(())
+                (st["ticks"]["stored"].as_i64().unwrap_or(0) > base + 100).then_some(())
             },
         )
         .await;
