@@ -53,10 +53,31 @@ fn tick(v: f64) -> String {
     }
 }
 
+/// Named levels from a y label of the form `0 closed · 1 half-open · 2 open`; empty when the
+/// label is a plain axis title.
+fn named_levels(label: &str) -> Vec<(f64, String)> {
+    let parts: Vec<&str> = label.split(" · ").collect();
+    if parts.len() < 2 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        let Some((n, name)) = p.trim().split_once(' ') else {
+            return Vec::new();
+        };
+        let Ok(v) = n.parse::<f64>() else {
+            return Vec::new();
+        };
+        out.push((v, name.trim().to_string()));
+    }
+    out
+}
+
 /// One chart as an SVG element.
 pub fn svg(chart: &Chart) -> String {
-    let (w, h) = (640.0, 280.0);
-    let (ml, mr, mt, mb) = (60.0, 16.0, 28.0, 44.0);
+    let (w, h) = (640.0, 300.0);
+    // The top margin holds the title and, under it, the legend (never over the data).
+    let (ml, mr, mt, mb) = (64.0, 16.0, 48.0, 44.0);
     let pts: Vec<(f64, f64)> = chart
         .series
         .iter()
@@ -110,18 +131,31 @@ pub fn svg(chart: &Chart) -> String {
     let ph = h - mt - mb;
     let sx = |x: f64| ml + (x - x0) / (x1 - x0) * pw;
     let sy = |y: f64| mt + ph - (y - y0) / (y1 - y0) * ph;
-    // Axes and grid.
-    for i in 0..=4 {
-        let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-        let py = sy(fy);
+    // Axes and grid. A y label such as `0 closed · 1 half-open · 2 open` names the levels:
+    // the y ticks are then those levels, labelled by name.
+    let named = named_levels(&chart.y_label);
+    let y_ticks: Vec<(f64, String)> = if named.is_empty() {
+        (0..=4)
+            .map(|i| {
+                let fy = y0 + (y1 - y0) * i as f64 / 4.0;
+                (fy, tick(fy))
+            })
+            .collect()
+    } else {
+        named.clone()
+    };
+    for (fy, label) in &y_ticks {
+        let py = sy(*fy);
         let _ = write!(
             s,
             r##"<line x1="{ml}" y1="{py:.1}" x2="{:.1}" y2="{py:.1}" stroke="#e5e7eb"/><text x="{:.1}" y="{:.1}" font-size="10" text-anchor="end" fill="#444">{}</text>"##,
             ml + pw,
             ml - 4.0,
             py + 3.0,
-            tick(fy)
+            esc(label)
         );
+    }
+    for i in 0..=4 {
         let fx = x0 + (x1 - x0) * i as f64 / 4.0;
         let _ = write!(
             s,
@@ -140,9 +174,14 @@ pub fn svg(chart: &Chart) -> String {
         esc(&chart.x_label),
         mt + ph / 2.0,
         mt + ph / 2.0,
-        esc(&chart.y_label),
+        esc(if named.is_empty() {
+            &chart.y_label
+        } else {
+            "state"
+        }),
         b = mt + ph
     );
+    let mut legend_x = ml;
     // Series.
     for (i, series) in chart.series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
@@ -190,37 +229,70 @@ pub fn svg(chart: &Chart) -> String {
                         let _ = write!(d, " L{:.1},{:.1}", sx(*x), sy(*y));
                     }
                 }
-                let dash = if kind == ChartKind::Scatter {
-                    r#" stroke-dasharray="6 3""#
+                let (dash, width) = if kind == ChartKind::Scatter {
+                    (r#" stroke-dasharray="6 3""#, 2.5)
                 } else {
-                    ""
+                    ("", 2.0)
                 };
                 let _ = write!(
                     s,
-                    r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#
+                    r#"<path d="{d}" fill="none" stroke="{color}" stroke-width="{width}"{dash}/>"#
                 );
             }
         }
+        // Legend entry: a dot for sampled points, a (dashed) line for lines and fits.
+        let ly = 34.0;
+        let key = match chart.kind {
+            ChartKind::Scatter if p.len() == 2 && i > 0 => format!(
+                r#"<line x1="{:.1}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2.5" stroke-dasharray="6 3"/>"#,
+                legend_x,
+                legend_x + 18.0
+            ),
+            ChartKind::Scatter => format!(
+                r#"<circle cx="{:.1}" cy="{ly}" r="3" fill="{color}"/>"#,
+                legend_x + 9.0
+            ),
+            ChartKind::Bars => format!(
+                r#"<rect x="{:.1}" y="{:.1}" width="12" height="10" fill="{color}"/>"#,
+                legend_x + 3.0,
+                ly - 5.0
+            ),
+            _ => format!(
+                r#"<line x1="{:.1}" y1="{ly}" x2="{:.1}" y2="{ly}" stroke="{color}" stroke-width="2"/>"#,
+                legend_x,
+                legend_x + 18.0
+            ),
+        };
         let _ = write!(
             s,
-            r#"<rect x="{:.1}" y="{:.1}" width="10" height="10" fill="{color}"/><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"#,
-            ml + pw - 220.0,
-            mt + 6.0 + 14.0 * i as f64,
-            ml + pw - 206.0,
-            mt + 15.0 + 14.0 * i as f64,
+            r#"<g class="legend">{key}<text x="{:.1}" y="{:.1}" font-size="11">{}</text></g>"#,
+            legend_x + 22.0,
+            ly + 4.0,
             esc(&series.name)
         );
+        legend_x += 22.0 + 6.5 * series.name.chars().count() as f64 + 16.0;
     }
     s.push_str("</svg>");
     s
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#111;max-width:1100px}\
-h1{margin-bottom:.2rem}.verdict{font-size:1.6rem;font-weight:bold;padding:.3rem .8rem;border-radius:6px;display:inline-block}\
+h1{margin-bottom:.2rem}\
+.banner{font-size:1.1rem;padding:.8rem 1rem;border-radius:8px;margin:1rem 0;border:2px solid}\
+.banner .verdict{font-size:2.2rem;font-weight:800;display:block;letter-spacing:.02em}\
+.banner.pass{border-color:#16a34a}.banner.fail{border-color:#dc2626}.banner.error,.banner.skip{border-color:#ea580c}\
 .pass{background:#dcfce7;color:#166534}.fail{background:#fee2e2;color:#991b1b}.error{background:#ffedd5;color:#9a3412}\
 .skip{background:#f3f4f6;color:#374151}table{border-collapse:collapse;margin:.6rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:left;font-size:.9rem;vertical-align:top}\
+tr.bad td{background:#fef2f2}tr.bad td:first-child{border-left:4px solid #dc2626}\
 .badge{padding:0 .4rem;border-radius:4px;font-weight:bold;font-size:.85rem}section{border-top:1px solid #ddd;margin-top:1.2rem;padding-top:.6rem}\
+section.bad{border-left:4px solid #dc2626;padding-left:.8rem}\
+.attention{border:1px solid #fca5a5;background:#fff7f7;border-radius:6px;padding:.4rem 1rem}.attention li{margin:.2rem 0}\
 details pre{background:#f8fafc;padding:.5rem;overflow:auto;font-size:.8rem;max-height:24rem}svg{margin:.4rem .4rem 0 0;border:1px solid #eee}";
+
+/// A result a reader must look at: it did not pass and is not waived.
+fn needs_attention(r: &crate::report::CheckResult) -> bool {
+    r.waived.is_none() && matches!(r.status.as_str(), "FAIL" | "ERROR")
+}
 
 /// Writes the report as one self-contained HTML page.
 pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io::Result<()> {
@@ -234,12 +306,12 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
     );
     let _ = write!(
         h,
-        "<h1>{}</h1><p>{}</p><p><span class=\"verdict {}\">{}</span> {}</p>",
+        "<h1>{}</h1><p>{}</p><div class=\"banner {cls}\" id=\"verdict\"><span class=\"verdict\">{}</span>{}</div>",
         esc(&report.policy.name),
         esc(report.policy.description.as_deref().unwrap_or("")),
-        status_class(verdict),
         verdict,
-        esc(&report.verdict_reason)
+        esc(&report.verdict_reason),
+        cls = status_class(verdict),
     );
     let c = &report.counts;
     let _ = write!(
@@ -261,6 +333,33 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         c.skip,
         c.waived
     );
+    // What did not pass, first, so a reader of a NO-GO sees why without scrolling. The
+    // results below stay in policy order.
+    let attention: Vec<_> = report
+        .results
+        .iter()
+        .filter(|r| needs_attention(r))
+        .collect();
+    if !attention.is_empty() {
+        let _ = write!(
+            h,
+            "<div class=\"attention\"><h2>Did not pass ({})</h2><ul>",
+            attention.len()
+        );
+        for r in attention {
+            let st = r.status.as_str();
+            let _ = write!(
+                h,
+                "<li><span class=\"badge {}\">{st}</span> <a href=\"#{id}\">{id}</a> <small>({:?}{})</small> — {}</li>",
+                status_class(st),
+                r.severity,
+                if r.blocking { ", blocking" } else { "" },
+                esc(&r.summary),
+                id = esc(&r.id)
+            );
+        }
+        h.push_str("</ul></div>");
+    }
     if !report.waivers.is_empty() {
         h.push_str("<h2>Waivers</h2><table><tr><th>check</th><th>reason</th><th>expires</th><th>state</th></tr>");
         for w in &report.waivers {
@@ -280,7 +379,12 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         let st = r.status.as_str();
         let _ = write!(
             h,
-            "<tr><td><span class=\"badge {}\">{st}</span></td><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{:?}{}</td><td>{} ms</td><td>{}</td></tr>",
+            "<tr{}><td><span class=\"badge {}\">{st}</span></td><td><a href=\"#{id}\">{id}</a></td><td>{}</td><td>{:?}{}</td><td>{} ms</td><td>{}</td></tr>",
+            if needs_attention(r) {
+                " class=\"bad\""
+            } else {
+                ""
+            },
             status_class(st),
             esc(&r.kind),
             r.severity,
@@ -295,7 +399,12 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         let st = r.status.as_str();
         let _ = write!(
             h,
-            "<section id=\"{id}\"><h3><span class=\"badge {}\">{st}</span> {id} <small>({}, {} requests, {} attempt(s))</small></h3><p>{}</p>",
+            "<section id=\"{id}\"{}><h3><span class=\"badge {}\">{st}</span> {id} <small>({}, {} requests, {} attempt(s))</small></h3><p>{}</p>",
+            if needs_attention(r) {
+                " class=\"bad\""
+            } else {
+                ""
+            },
             status_class(st),
             esc(&r.kind),
             r.requests,
@@ -303,6 +412,9 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             esc(r.description.as_deref().unwrap_or(&r.summary)),
             id = esc(&r.id)
         );
+        if r.description.is_some() {
+            let _ = write!(h, "<p><strong>Found:</strong> {}</p>", esc(&r.summary));
+        }
         if let Some(w) = &r.waived {
             let _ = write!(h, "<p><em>Waived: {}</em></p>", esc(w));
         }
@@ -376,7 +488,8 @@ mod tests {
             assert!(!s.contains("<over>"));
         }
         let scatter = svg(&chart(ChartKind::Scatter));
-        assert_eq!(scatter.matches("<circle").count(), 20);
+        // 20 samples and the legend's dot.
+        assert_eq!(scatter.matches("<circle").count(), 21);
         assert!(
             scatter.contains("stroke-dasharray"),
             "the fit is drawn as a line"
