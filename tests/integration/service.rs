@@ -697,7 +697,10 @@ async fn before_a_slow_query_runs_to_completion_and_the_breaker_never_opens() {
     let cfg = patched(
         "before-hardening.yaml",
         dir.path(),
-        &[("  interval: 10s\n", "  interval: 0s\n")],
+        &[(
+            "extends: core.yaml\n",
+            "extends: core.yaml\nfeed:\n  interval: 0s\n",
+        )],
     );
     let svc = Service::start(&cfg, &dir.path().join("data"));
     svc.admin(

@@ -24,7 +24,16 @@ pub fn patched(base: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
         assert!(text.contains(from), "`{from}` not in {base}");
         text = text.replacen(from, to, 1);
     }
-    let p = dir.join(format!("test-{}", base));
+    // The copy lives elsewhere: a relative `extends:` must still reach the shipped file.
+    let parent = config(base).parent().unwrap().to_path_buf();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("extends: ") {
+            Some(rel) => format!("extends: {}\n", parent.join(rel.trim()).display()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let p = dir.join(format!("test-{}", base.replace('/', "-")));
     std::fs::write(&p, text).unwrap();
     p
 }
