@@ -244,8 +244,3 @@ impl CheckSpec {
         }
     }
 }
-
-/// Placeholder while a kind is being built: an honest ERROR, never a PASS.
-pub(crate) fn not_built(kind: &str) -> CheckError {
-    CheckError::Local(format!("the `{kind}` check kind is not built yet"))
-}

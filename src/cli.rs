@@ -30,6 +30,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Prove a policy against a running service: GO / NO-GO / INCONCLUSIVE.
+    ///
+    /// With no target (`--target` or `target.url` in the policy) it spawns the bundled core
+    /// service on a free loopback port in a temporary directory, runs the policy against it
+    /// and stops it. Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran),
+    /// 3 INCONCLUSIVE.
+    Check(CheckArgs),
     /// Run the bundled core service (the reference target).
     ///
     /// With `--listen 127.0.0.1:0` it binds a free port; the first line on stdout is always
@@ -63,6 +70,58 @@ pub enum Command {
     /// `# yaml-language-server: $schema=../docs/policy.schema.json`. The committed copy is
     /// regenerated with `cargo run -- schema > docs/policy.schema.json`.
     Schema,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Policy files (merged in order). Default: policies/production-hardening.yaml.
+    #[arg(value_name = "POLICY")]
+    pub policies: Vec<PathBuf>,
+    /// Base URL of a running service to check; it is used as given, never spawned.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Admin API token of the target (enables fault-injection checks).
+    #[arg(
+        long,
+        env = "PREFLIGHT_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+    /// Service profile for the spawned service (default config/core.yaml).
+    #[arg(long, value_name = "PROFILE", conflicts_with = "target")]
+    pub config: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Human)]
+    pub format: FormatArg,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Run only these checks (comma-separated or repeated).
+    #[arg(long, value_name = "ID", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub only: Vec<String>,
+    /// Leave these checks out (comma-separated or repeated).
+    #[arg(long, value_name = "ID", value_delimiter = ',', action = clap::ArgAction::Append)]
+    pub skip: Vec<String>,
+    /// Stop after the first blocking failure; the remaining checks are SKIP.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Most independent read-only checks running at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
+    /// No progress spinners on stderr (they only show on a terminal anyway).
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Human,
+    Json,
+    Junit,
+    Markdown,
+    Html,
 }
 
 #[derive(Debug, Args)]
@@ -110,11 +169,105 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),
         Command::Schema => schema(),
     }
+}
+
+fn check(args: CheckArgs) -> anyhow::Result<u8> {
+    use crate::engine::run::{CheckFailure, CheckOptions, NoProgress, Progress};
+    use crate::report::{Format, RenderOpts, Verdict};
+    use is_terminal::IsTerminal;
+    use std::sync::Arc;
+
+    let format = match args.format {
+        FormatArg::Human => Format::Human,
+        FormatArg::Json => Format::Json,
+        FormatArg::Junit => Format::Junit,
+        FormatArg::Markdown => Format::Markdown,
+        FormatArg::Html => Format::Html,
+    };
+    let progress: Arc<dyn Progress> = if !args.no_progress && std::io::stderr().is_terminal() {
+        Arc::new(crate::report::progress::Spinners::new())
+    } else {
+        Arc::new(NoProgress)
+    };
+    let opts = CheckOptions {
+        policies: args.policies,
+        target: args.target,
+        admin_token: args.admin_token,
+        config: args.config,
+        only: args.only,
+        skip: args.skip,
+        fail_fast: args.fail_fast,
+        concurrency: args.concurrency.into(),
+        exe: std::env::current_exe()?,
+        today: chrono::Local::now().date_naive(),
+        progress,
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = match runtime.block_on(crate::engine::run::check(opts)) {
+        Ok(r) => r,
+        Err(CheckFailure::Invalid(diags)) => {
+            for d in &diags {
+                eprintln!("{}", render_diagnostic(d));
+            }
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
+            return Ok(exit::USAGE);
+        }
+        Err(CheckFailure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            return Ok(exit::USAGE);
+        }
+    };
+    // Spinner threads and the runtime end before the report is written.
+    drop(runtime);
+    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    let render = RenderOpts {
+        color: to_terminal && format == Format::Human,
+    };
+    match &args.output {
+        Some(path) => {
+            let mut buf = Vec::new();
+            crate::report::write(format, &report, &mut buf, &render)?;
+            std::fs::write(path, buf)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            eprintln!(
+                "{}: {} (report in {})",
+                report.verdict.as_str(),
+                report.verdict_reason,
+                path.display()
+            );
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut lock = stdout.lock();
+            crate::report::write(format, &report, &mut lock, &render)?;
+        }
+    }
+    Ok(match report.verdict {
+        Verdict::Go => exit::GO,
+        Verdict::NoGo => exit::NO_GO,
+        Verdict::Inconclusive => exit::INCONCLUSIVE,
+    })
+}
+
+/// `file:line:col: error[code]: message` and the hint, for stderr.
+fn render_diagnostic(d: &crate::policy::Diagnostic) -> String {
+    let level = if d.is_error() { "error" } else { "warning" };
+    let at = match d.pos {
+        Some(p) => format!("{}:{}:{}", d.file.display(), p.line, p.col),
+        None => d.file.display().to_string(),
+    };
+    let mut s = format!("{at}: {level}[{}]: {}", d.code, d.message);
+    if let Some(h) = &d.hint {
+        s.push_str(&format!("\n  hint: {h}"));
+    }
+    s
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {

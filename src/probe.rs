@@ -2,4 +2,7 @@
 //! process sampling, Prometheus text, files). Probes measure; they never decide pass/fail.
 
 pub mod http;
+pub mod load;
+pub mod process;
 pub mod prom;
+pub mod stats;

@@ -8,6 +8,67 @@ use serde::Serialize;
 use crate::engine::context::{Observation, Status};
 use crate::policy::Severity;
 
+pub mod html;
+pub mod human;
+pub mod json;
+pub mod junit;
+pub mod markdown;
+pub mod progress;
+
+/// How a renderer presents (never what it presents).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOpts {
+    /// ANSI colour (only when writing to a terminal).
+    pub color: bool,
+}
+
+/// Output formats of `preflight check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Human,
+    Json,
+    Junit,
+    Markdown,
+    Html,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Human => "human",
+            Format::Json => "json",
+            Format::Junit => "junit",
+            Format::Markdown => "markdown",
+            Format::Html => "html",
+        }
+    }
+}
+
+/// Renders `report` in `format`. `Err` with `Unsupported` when the format is not built.
+pub fn write(
+    format: Format,
+    report: &Report,
+    out: &mut dyn std::io::Write,
+    opts: &RenderOpts,
+) -> std::io::Result<()> {
+    match format {
+        Format::Human => human::write(report, out, opts),
+        Format::Json => json::write(report, out, opts),
+        Format::Junit => junit::write(report, out, opts),
+        Format::Markdown => markdown::write(report, out, opts),
+        Format::Html => html::write(report, out, opts),
+    }
+}
+
+/// `1234` ms as `1.2 s`, `56` ms as `56 ms`.
+pub(crate) fn fmt_ms(ms: u64) -> String {
+    if ms >= 1000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms} ms")
+    }
+}
+
 /// Version of the JSON report contract (`docs/report-format.md`).
 pub const SCHEMA_VERSION: u32 = 1;
 

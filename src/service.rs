@@ -5,7 +5,43 @@
 //! [`crate::units`] and [`crate::yaml`]: checks see it only over HTTP, signals and files,
 //! as they see a user's service.
 
+pub mod admin;
+pub mod breaker;
+pub mod config;
+pub mod detectors;
+pub mod error;
+pub mod feed;
+pub mod graph;
+pub mod logs;
+pub mod metrics;
+pub mod ratelimit;
+pub mod routes;
+pub mod snapshot;
+pub mod status;
+pub mod store;
+
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::Router;
+use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
+
+pub use config::Config;
+pub use status::status_line;
+
+use self::admin::Faults;
+use self::breaker::Breaker;
+use self::detectors::Detectors;
+use self::metrics::Metrics;
+use self::ratelimit::Limiter;
+use self::snapshot::{GraphSummary, SnapshotFile};
+use self::store::{Store, Tick};
 
 /// Options of `preflight serve`, each overriding the config file.
 #[derive(Debug, Clone)]
@@ -16,15 +52,382 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
-pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the core service is not built yet (config {})",
-        opts.config.display()
-    )
+/// Snapshot bookkeeping.
+#[derive(Default)]
+pub struct SnapshotInfo {
+    pub generation: AtomicU64,
+    pub last_at_ms: AtomicI64,
+    pub restored_generation: Mutex<Option<u64>>,
 }
 
-/// The one-line status read from the service's SQLite store.
-pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
-    anyhow::bail!("status is not built yet ({}, {format})", data_dir.display())
+/// Everything the handlers share.
+pub struct AppState {
+    pub cfg: Config,
+    pub store: Arc<Store>,
+    pub metrics: Metrics,
+    pub limiter: Option<Limiter>,
+    pub shed: Option<Arc<Semaphore>>,
+    pub faults: RwLock<Faults>,
+    pub breaker: Mutex<Breaker>,
+    pub detectors: Mutex<Detectors>,
+    pub graph: Mutex<Option<GraphSummary>>,
+    pub snapshot: SnapshotInfo,
+    pub started: Instant,
+    pub ready: AtomicBool,
+    pub http: reqwest::Client,
+    /// Serialises snapshot writers.
+    pub snapshot_lock: tokio::sync::Mutex<()>,
+}
+
+pub type Shared = Arc<AppState>;
+
+impl AppState {
+    /// Builds the state over an opened store. `cfg.data_dir` must exist.
+    pub fn new(cfg: Config, store: Arc<Store>) -> AppState {
+        let limiter = cfg
+            .rate_limit
+            .enabled
+            .then(|| Limiter::new(&cfg.rate_limit));
+        let shed = cfg
+            .shedding
+            .enabled
+            .then(|| Arc::new(Semaphore::new(cfg.shedding.max_inflight)));
+        AppState {
+            breaker: Mutex::new(Breaker::new(
+                cfg.breaker.threshold,
+                cfg.breaker.reset_timeout.get(),
+            )),
+            detectors: Mutex::new(Detectors::new(cfg.detectors.clone())),
+            metrics: Metrics::default(),
+            limiter,
+            shed,
+            faults: RwLock::new(Faults::default()),
+            graph: Mutex::new(None),
+            snapshot: SnapshotInfo::default(),
+            started: Instant::now(),
+            ready: AtomicBool::new(false),
+            http: reqwest::Client::new(),
+            snapshot_lock: tokio::sync::Mutex::new(()),
+            store,
+            cfg,
+        }
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.cfg.in_data_dir(&self.cfg.snapshot.dir)
+    }
+
+    pub fn logs_dir(&self) -> PathBuf {
+        self.cfg.in_data_dir(&self.cfg.logs.dir)
+    }
+
+    /// Restores the last snapshot, if any.
+    pub fn restore_snapshot(&self) -> anyhow::Result<()> {
+        if !self.cfg.snapshot.enabled {
+            return Ok(());
+        }
+        if let Some(s) = snapshot::read(&self.snapshot_dir()).context("reading the snapshot")? {
+            let mut d = lock(&self.detectors);
+            d.restore(&s.detectors);
+            d.builds = s.builds;
+            d.last = s.detections;
+            *lock(&self.graph) = s.graph;
+            self.snapshot
+                .generation
+                .store(s.generation, Ordering::Relaxed);
+            self.snapshot
+                .last_at_ms
+                .store(s.saved_at_ms, Ordering::Relaxed);
+            *lock(&self.snapshot.restored_generation) = Some(s.generation);
+            tracing::info!(
+                code = "HB-SNAP-RESTORED",
+                generation = s.generation,
+                "snapshot restored"
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes a snapshot now (blocking I/O: call from `spawn_blocking`).
+    pub fn write_snapshot(&self) -> std::io::Result<(u64, PathBuf, u64)> {
+        let generation = self.snapshot.generation.load(Ordering::Relaxed) + 1;
+        let now = now_ms();
+        let file = {
+            let d = lock(&self.detectors);
+            SnapshotFile {
+                generation,
+                saved_at_ms: now,
+                builds: d.builds,
+                graph: lock(&self.graph).clone(),
+                detectors: d.save(),
+                detections: d.last.clone(),
+            }
+        };
+        let (path, bytes) = snapshot::write(&self.snapshot_dir(), &file)?;
+        self.snapshot
+            .generation
+            .store(generation, Ordering::Relaxed);
+        self.snapshot.last_at_ms.store(now, Ordering::Relaxed);
+        self.metrics.snapshots.fetch_add(1, Ordering::Relaxed);
+        Ok((generation, path, bytes))
+    }
+
+    /// Seeds synthetic ticks (markets m1..mN) ending now.
+    pub fn seed(&self) -> anyhow::Result<usize> {
+        let Some(seed) = &self.cfg.seed else {
+            return Ok(0);
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let now = now_ms();
+        let mut ticks = Vec::new();
+        for m in 1..=seed.markets {
+            for s in 1..=seed.selections {
+                let base = 1.5 + f64::from(s) * 0.8;
+                for v in 1..=seed.venues {
+                    let mut price = base * (1.0 + 0.02 * f64::from(v));
+                    for k in 0..seed.ticks {
+                        let ts = now - i64::from(seed.ticks - k) * 1000;
+                        // A shared drift per (market, tick) makes selections co-move.
+                        let drift = ((f64::from(k) + f64::from(m)) * 0.7).sin() * 0.01;
+                        price = (price * (1.0 + drift + rng.gen_range(-0.004..0.004))).max(1.01);
+                        // The last tick of s1 steams in at every venue.
+                        let p = if s == 1 && k + 1 == seed.ticks {
+                            price * 0.9
+                        } else {
+                            price
+                        };
+                        ticks.push(Tick {
+                            id: None,
+                            venue: format!("v{v}"),
+                            market: format!("m{m}"),
+                            selection: format!("s{s}"),
+                            price: p.max(1.01),
+                            ts_ms: Some(ts),
+                        });
+                    }
+                }
+            }
+        }
+        let n = self.store.insert_ticks(&ticks, now)?;
+        Ok(n)
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning (the protected data stays usable).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The router with every route and layer; no socket, no background tasks.
+pub fn app(state: Shared) -> Router {
+    routes::router(state)
+}
+
+/// Loads the config and applies the command-line overrides.
+pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(&opts.config)?;
+    if let Some(l) = &opts.listen {
+        cfg.listen = l.clone();
+    }
+    if let Some(d) = &opts.data_dir {
+        cfg.data_dir = d.clone();
+    } else if cfg.data_dir.is_relative() {
+        // Relative data dirs in a config file are relative to the file's directory.
+        if let Some(parent) = opts.config.parent() {
+            cfg.data_dir = parent.join(&cfg.data_dir);
+        }
+    }
+    if let Some(t) = &opts.admin_token {
+        cfg.admin.token = Some(t.clone()).filter(|t| !t.is_empty());
+    }
+    Ok(cfg)
+}
+
+/// Runs the service until SIGTERM or Ctrl-C.
+pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let cfg = load_config(&opts)?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let mut guard = logs::init(&cfg.in_data_dir(&cfg.logs.dir), &cfg.logs.level)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(cfg, &mut guard))
+}
+
+async fn run(cfg: Config, guard: &mut logs::LogGuard) -> anyhow::Result<()> {
+    let store =
+        Arc::new(Store::open(&cfg.data_dir.join("core.db")).context("opening the SQLite store")?);
+    guard.start_writer(store.clone());
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let state: Shared = Arc::new(AppState::new(cfg, store));
+    state.restore_snapshot()?;
+    let seeded = state.seed()?;
+    let started = now_ms().to_string();
+    state.store.set_meta("started_at_ms", &started)?;
+    state.store.set_meta("heartbeat_ms", &started)?;
+    state.store.set_meta("stopped_at_ms", "")?;
+    state.store.set_meta("breaker.feed", "closed")?;
+    state.ready.store(true, Ordering::Relaxed);
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(code = "HB-START", %addr, seeded, "core service listening");
+    let tasks = spawn_background(state.clone());
+    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    for t in tasks {
+        t.abort();
+    }
+    tracing::info!(
+        code = "HB-STOP",
+        "draining done; writing the final snapshot"
+    );
+    if state.cfg.snapshot.enabled {
+        let s = state.clone();
+        match tokio::task::spawn_blocking(move || s.write_snapshot()).await? {
+            Ok((generation, ..)) => {
+                tracing::info!(code = "HB-SNAP", generation, "snapshot written")
+            }
+            Err(e) => tracing::error!(code = "HB-SNAP-FAIL", error = %e, "final snapshot failed"),
+        }
+    }
+    state
+        .store
+        .set_meta("stopped_at_ms", &now_ms().to_string())?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn every(
+    period: Duration,
+    state: Shared,
+    f: fn(Shared) -> futures_lite::BoxFuture,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            f(state.clone()).await;
+        }
+    })
+}
+
+/// A boxed future without pulling in the `futures` crate.
+mod futures_lite {
+    pub type BoxFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+}
+
+fn spawn_background(state: Shared) -> Vec<tokio::task::JoinHandle<()>> {
+    let cfg = &state.cfg;
+    let mut tasks = Vec::new();
+    if cfg.rate_limit.enabled {
+        tasks.push(every(
+            cfg.rate_limit.cleanup_interval.get(),
+            state.clone(),
+            |s| Box::pin(limiter_cleanup(s)),
+        ));
+    }
+    if !cfg.feed.interval.get().is_zero() {
+        tasks.push(every(cfg.feed.interval.get(), state.clone(), |s| {
+            Box::pin(async move {
+                feed::poll_once(&s).await;
+            })
+        }));
+    }
+    if cfg.snapshot.enabled {
+        tasks.push(every(cfg.snapshot.interval.get(), state.clone(), |s| {
+            Box::pin(async move {
+                let _ = admin::snapshot_now(&s).await;
+            })
+        }));
+    }
+    if cfg.logs.retention && !cfg.logs.sweep_interval.get().is_zero() {
+        tasks.push(every(cfg.logs.sweep_interval.get(), state.clone(), |s| {
+            Box::pin(async move {
+                let _ = admin::sweep_now(&s).await;
+            })
+        }));
+    }
+    tasks.push(every(Duration::from_secs(5), state, |s| {
+        Box::pin(async move {
+            let st = s.store.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                st.set_meta("heartbeat_ms", &now_ms().to_string())
+            })
+            .await;
+        })
+    }));
+    tasks
+}
+
+/// Drops idle buckets and logs one summary of the rejections since the last run.
+async fn limiter_cleanup(state: Shared) {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let Some(l) = &state.limiter else { return };
+    l.cleanup();
+    let total = l.rejections.load(Ordering::Relaxed);
+    let prev = LAST.swap(total, Ordering::Relaxed);
+    if total > prev {
+        tracing::warn!(
+            code = "HB-RL-REJECT",
+            rejected = total - prev,
+            tracked = l.tracked(),
+            "rate limiter rejected requests since the last summary"
+        );
+    }
+}
+
+/// Random-ish synthetic ticks for the in-process feed.
+pub fn synthetic_ticks(n: usize) -> Vec<Tick> {
+    let mut rng = rand::thread_rng();
+    let now = now_ms();
+    (0..n)
+        .map(|i| Tick {
+            id: None,
+            venue: format!("v{}", 1 + i % 3),
+            market: "m1".into(),
+            selection: format!("s{}", 1 + (i / 3) % 3),
+            price: rng.gen_range(1.8..4.5),
+            ts_ms: Some(now),
+        })
+        .collect()
+}
+
+/// The data directory's SQLite file.
+pub fn db_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("core.db")
 }

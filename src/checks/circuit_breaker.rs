@@ -5,8 +5,12 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use std::time::Duration;
+
+use crate::checks::Problems;
+use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::probe::http::Http;
+use crate::report::{Chart, ChartKind, Series};
 use crate::units::Dur;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -62,6 +66,277 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("circuit_breaker"))
+/// One poll of the dependency through the breaker, as the admin API reported it.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Poll {
+    /// Seconds since the check started.
+    at_s: f64,
+    result: String,
+    state: String,
+    /// Client-side round trip.
+    elapsed_ms: f64,
+}
+
+/// 0 closed, 1 half-open, 2 open: the breaker timeline's y axis.
+fn level(state: &str) -> f64 {
+    match state {
+        "closed" => 0.0,
+        "half_open" => 1.0,
+        "open" => 2.0,
+        _ => -1.0,
+    }
+}
+
+async fn poll(http: &Http, t0: std::time::Instant, out: &mut Outcome) -> Result<Poll, CheckError> {
+    let start = std::time::Instant::now();
+    let r = http.admin("POST", "/admin/feed/poll", None).await?;
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1e3;
+    out.sent.push("POST /admin/feed/poll".into());
+    if r.status != 200 {
+        return Err(CheckError::Target(format!(
+            "POST /admin/feed/poll answered {}: {}",
+            r.status,
+            r.text()
+        )));
+    }
+    let v = r.json()?;
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    Ok(Poll {
+        at_s: start.duration_since(t0).as_secs_f64(),
+        result: field("result"),
+        state: field("state"),
+        elapsed_ms,
+    })
+}
+
+async fn admin_ok(
+    http: &Http,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+    out: &mut Outcome,
+) -> Result<(), CheckError> {
+    out.sent.push(match body {
+        Some(b) => format!("{method} {path} {b}"),
+        None => format!("{method} {path}"),
+    });
+    let r = http.admin(method, path, body).await?;
+    if r.status != 200 {
+        return Err(CheckError::Target(format!(
+            "{method} {path} answered {}: {}",
+            r.status,
+            r.text()
+        )));
+    }
+    Ok(())
+}
+
+async fn status_state(http: &Http, dep: &str) -> Result<Option<String>, CheckError> {
+    let r = http.get("/status").await?;
+    if r.status != 200 {
+        return Ok(None);
+    }
+    Ok(r.json()?
+        .pointer(&format!("/breakers/{dep}/state"))
+        .and_then(|v| v.as_str())
+        .map(str::to_string))
+}
+
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    ctx.require(Capability::Admin)?;
+    let http = ctx.http()?;
+    let mut out = Outcome::default();
+    let reset = serde_json::json!({"dependency": spec.dependency});
+    admin_ok(&http, "DELETE", "/admin/faults", None, &mut out).await?;
+    admin_ok(
+        &http,
+        "POST",
+        "/admin/breaker/reset",
+        Some(&reset),
+        &mut out,
+    )
+    .await?;
+    let mut polls = Vec::new();
+    let result = exercise(spec, &http, &mut out, &mut polls).await;
+    // Restore: no fault, breaker closed, whatever happened.
+    let c1 = admin_ok(&http, "DELETE", "/admin/faults", None, &mut out).await;
+    let c2 = admin_ok(
+        &http,
+        "POST",
+        "/admin/breaker/reset",
+        Some(&reset),
+        &mut out,
+    )
+    .await;
+    result?;
+    c1?;
+    c2?;
+    out.charts.push(Chart {
+        title: format!("breaker `{}`: state per poll", spec.dependency),
+        kind: ChartKind::Steps,
+        x_label: "seconds".into(),
+        y_label: "0 closed · 1 half-open · 2 open".into(),
+        series: vec![Series {
+            name: spec.dependency.clone(),
+            points: polls.iter().map(|p| (p.at_s, level(&p.state))).collect(),
+        }],
+    });
+    let sequence: Vec<String> = polls
+        .iter()
+        .map(|p| format!("{}/{}", p.result, p.state))
+        .collect();
+    out.evidence = serde_json::json!({"polls": polls, "sequence": sequence});
+    Ok(out)
+}
+
+async fn exercise(
+    spec: &Spec,
+    http: &Http,
+    out: &mut Outcome,
+    polls: &mut Vec<Poll>,
+) -> Result<(), CheckError> {
+    let t0 = std::time::Instant::now();
+    let fail = serde_json::json!({ spec.dependency.as_str(): {"mode": "fail"} });
+    admin_ok(http, "POST", "/admin/faults", Some(&fail), out).await?;
+
+    // Failures 1 … threshold−1 leave it closed; failure `threshold` opens it.
+    let mut opened_at = None;
+    for i in 1..=spec.threshold {
+        let p = poll(http, t0, out).await?;
+        let state = p.state.clone();
+        let result = p.result.clone();
+        polls.push(p);
+        if state == "open" {
+            opened_at = Some((i, std::time::Instant::now()));
+            break;
+        }
+        if result != "error" {
+            out.observe(Observation::new(
+                format!("failure {i} with the fault injected"),
+                "result `error`",
+                format!("result `{result}`, state `{state}`"),
+                false,
+            ));
+            out.summary = format!("the injected fault did not make poll {i} fail");
+            return Ok(());
+        }
+    }
+    let Some((opened, opened_instant)) = opened_at else {
+        out.observe(Observation::new(
+            "state after the threshold's failures",
+            format!("open after exactly {} consecutive failures", spec.threshold),
+            format!(
+                "still `{}` after {}",
+                polls.last().map_or("?", |p| p.state.as_str()),
+                spec.threshold
+            ),
+            false,
+        ));
+        out.summary = format!(
+            "the breaker did not open after {} consecutive failures",
+            spec.threshold
+        );
+        return Ok(());
+    };
+    out.observe(Observation::new(
+        "opens at the threshold",
+        format!("open at failure {}, closed before", spec.threshold),
+        format!("open at failure {opened}"),
+        opened == spec.threshold,
+    ));
+
+    // While open: rejected fast, and /status says open.
+    let mut fast = Vec::new();
+    for _ in 0..3 {
+        let p = poll(http, t0, out).await?;
+        fast.push((p.result.clone(), p.elapsed_ms));
+        polls.push(p);
+    }
+    let all_rejected = fast.iter().all(|(r, _)| r == "rejected");
+    let slowest = fast.iter().map(|(_, ms)| *ms).fold(0.0, f64::max);
+    out.observe(Observation::new(
+        "calls while open",
+        format!("`rejected` in < {}", spec.fast_fail_below),
+        format!(
+            "{:?}, slowest {slowest:.1} ms",
+            fast.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>()
+        ),
+        all_rejected && slowest < spec.fast_fail_below.0.as_secs_f64() * 1e3,
+    ));
+    let st = status_state(http, &spec.dependency).await?;
+    out.sent.push("GET /status".into());
+    out.observe(Observation::new(
+        "/status while open",
+        format!("breakers.{}.state = open", spec.dependency),
+        st.clone().unwrap_or_else(|| "absent".into()),
+        st.as_deref() == Some("open"),
+    ));
+
+    // Halfway through the reset timeout it must still be open.
+    tokio::time::sleep_until((opened_instant + spec.reset_timeout.0 / 2).into()).await;
+    let mid = poll(http, t0, out).await?;
+    let mid_ok = mid.result == "rejected" && mid.state == "open";
+    out.observe(Observation::new(
+        format!(
+            "at half the reset timeout ({})",
+            crate::units::Dur(spec.reset_timeout.0 / 2)
+        ),
+        "still open (`rejected`)",
+        format!("`{}`, state `{}`", mid.result, mid.state),
+        mid_ok,
+    ));
+    polls.push(mid);
+
+    // Dependency healthy again; after the reset timeout a trial call closes the breaker.
+    admin_ok(http, "DELETE", "/admin/faults", None, out).await?;
+    let deadline = opened_instant + spec.reset_timeout.0 + spec.reset_slack.0;
+    tokio::time::sleep_until((opened_instant + spec.reset_timeout.0).into()).await;
+    let mut closed_after = None;
+    loop {
+        let p = poll(http, t0, out).await?;
+        let done = p.result == "ok" && p.state == "closed";
+        polls.push(p);
+        if done {
+            closed_after = Some(opened_instant.elapsed());
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = polls.last().cloned();
+    out.observe(Observation::new(
+        "after the reset timeout, a successful trial",
+        format!(
+            "`ok` and closed within {} + {}",
+            spec.reset_timeout, spec.reset_slack
+        ),
+        match (&closed_after, &last) {
+            (Some(d), _) => format!("closed {:.2} s after opening", d.as_secs_f64()),
+            (None, Some(p)) => format!(
+                "`{}`, state `{}` at the end of the slack",
+                p.result, p.state
+            ),
+            (None, None) => "no poll".into(),
+        },
+        closed_after.is_some(),
+    ));
+    let st = status_state(http, &spec.dependency).await?;
+    out.sent.push("GET /status".into());
+    out.observe(Observation::new(
+        "/status after the trial",
+        format!("breakers.{}.state = closed", spec.dependency),
+        st.clone().unwrap_or_else(|| "absent".into()),
+        st.as_deref() == Some("closed"),
+    ));
+    out.summary = format!(
+        "opened at failure {opened} (threshold {}), fast-failed (slowest {slowest:.1} ms), {}",
+        spec.threshold,
+        match closed_after {
+            Some(d) => format!("closed again {:.2} s after opening", d.as_secs_f64()),
+            None => "did not close after the reset timeout".into(),
+        }
+    );
+    Ok(())
 }

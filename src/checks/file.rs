@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use crate::checks::Problems;
+use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +67,143 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("file"))
+pub async fn run(spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || evaluate(&spec))
+        .await
+        .map_err(|e| CheckError::Local(format!("file check task: {e}")))?
+}
+
+/// Reads the file (relative paths against the working directory) and compares.
+pub fn evaluate(spec: &Spec) -> Result<Outcome, CheckError> {
+    let path = if spec.path.is_absolute() {
+        spec.path.clone()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| CheckError::Local(format!("current directory: {e}")))?
+            .join(&spec.path)
+    };
+    let shown = spec.path.display().to_string();
+    let mut out = Outcome {
+        sent: vec![format!("stat {}", path.display())],
+        ..Outcome::default()
+    };
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(CheckError::Local(format!("{}: {e}", path.display()))),
+    };
+    out.observe(Observation::new(
+        format!("{shown} exists"),
+        if spec.exists { "yes" } else { "no" },
+        if meta.is_some() { "yes" } else { "no" },
+        meta.is_some() == spec.exists,
+    ));
+    let Some(meta) = meta else {
+        out.summary = format!("{shown} does not exist");
+        return Ok(out);
+    };
+    if !spec.exists {
+        out.summary = format!("{shown} exists");
+        return Ok(out);
+    }
+    if let Some(mode) = &spec.mode {
+        let want = u32::from_str_radix(mode.trim_start_matches("0o"), 8)
+            .map_err(|_| CheckError::Local(format!("`{mode}` is not an octal mode")))?;
+        let got = file_mode(&meta);
+        out.observe(Observation::new(
+            "mode",
+            format!("{want:04o}"),
+            got.map_or_else(|| "(unknown)".into(), |m| format!("{m:04o}")),
+            got == Some(want),
+        ));
+    }
+    if !spec.contains.is_empty() || !spec.matches.is_empty() {
+        let bytes = std::fs::read(&path)
+            .map_err(|e| CheckError::Local(format!("reading {}: {e}", path.display())))?;
+        let text = String::from_utf8_lossy(&bytes);
+        for needle in &spec.contains {
+            let ok = text.contains(needle.as_str());
+            out.observe(Observation::new(
+                format!("contains {needle:?}"),
+                "yes",
+                if ok { "yes" } else { "no" },
+                ok,
+            ));
+        }
+        for pattern in &spec.matches {
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| CheckError::Local(format!("invalid regex {pattern:?}: {e}")))?;
+            let found = re.find(&text).map(|m| m.as_str().to_string());
+            out.observe(Observation::new(
+                format!("matches /{pattern}/"),
+                "a match",
+                found
+                    .clone()
+                    .map_or_else(|| "no match".into(), |m| format!("{m:?}")),
+                found.is_some(),
+            ));
+        }
+    }
+    out.summary = format!(
+        "{shown}: {} of {} requirement(s) met",
+        out.observations.iter().filter(|o| o.ok).count(),
+        out.observations.len()
+    );
+    Ok(out)
+}
+
+#[cfg(unix)]
+fn file_mode(meta: &std::fs::Metadata) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(meta.permissions().mode() & 0o7777)
+}
+
+#[cfg(not(unix))]
+fn file_mode(_: &std::fs::Metadata) -> Option<u32> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Status;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn exists_mode_contains_matches() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.conf");
+        std::fs::write(&p, "retention: 7d\nmax_files: 10\n").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        }
+        let ok = evaluate(&spec(serde_json::json!({
+            "path": p, "mode": "0640", "contains": ["retention"], "matches": ["max_files: \\d+"]
+        })))
+        .unwrap();
+        assert_eq!(ok.status(), Status::Pass, "{:#?}", ok.observations);
+        let bad = evaluate(&spec(serde_json::json!({
+            "path": p, "mode": "0600", "contains": ["nope"]
+        })))
+        .unwrap();
+        assert_eq!(bad.status(), Status::Fail);
+        assert_eq!(bad.observations[1].observed, "0640");
+    }
+
+    #[test]
+    fn must_not_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("absent");
+        let o = evaluate(&spec(serde_json::json!({"path": p, "exists": false}))).unwrap();
+        assert_eq!(o.status(), Status::Pass);
+        let o = evaluate(&spec(serde_json::json!({"path": p}))).unwrap();
+        assert_eq!(o.status(), Status::Fail);
+        assert_eq!(o.observations[0].observed, "no");
+    }
 }

@@ -5,8 +5,13 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use std::time::Duration;
+
+use crate::checks::Problems;
+use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::probe::load::{self, Endpoint, Request};
+use crate::probe::stats::percentile;
+use crate::report::{Chart, ChartKind, Series};
 use crate::units::{Dur, RequestLine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -32,6 +37,9 @@ pub struct Spec {
     pub shed_latency_below: Dur,
     /// The accepted requests' p99 must stay under this.
     pub accepted_p99_below: Dur,
+    /// Allowed deviation of the shed and accepted counts (default max(2, 5% of the bound)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<u32>,
 }
 
 fn default_request() -> RequestLine {
@@ -74,6 +82,164 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("load_shedding"))
+impl Spec {
+    pub fn concurrency(&self) -> u32 {
+        self.concurrency
+            .unwrap_or(self.max_inflight.saturating_mul(3))
+    }
+
+    pub fn tolerance(&self) -> u32 {
+        self.tolerance
+            .unwrap_or_else(|| (self.max_inflight.div_ceil(20)).max(2))
+    }
+}
+
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let inject = !spec.delay.0.is_zero();
+    if inject {
+        ctx.require(Capability::Admin)?;
+    }
+    let http = ctx.http()?;
+    let mut out = Outcome::default();
+    if inject {
+        let prefix = spec
+            .request
+            .path
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_string();
+        let body = serde_json::json!({"request_delay": {"path_prefix": prefix,
+            "delay_ms": spec.delay.0.as_millis() as u64}});
+        out.sent.push(format!("POST /admin/faults {body}"));
+        let r = http.admin("POST", "/admin/faults", Some(&body)).await?;
+        if r.status != 200 {
+            return Err(CheckError::Target(format!(
+                "injecting the request delay: POST /admin/faults answered {}: {}",
+                r.status,
+                r.text()
+            )));
+        }
+    }
+    let result = flood(spec, ctx, &mut out).await;
+    if inject {
+        out.sent.push("DELETE /admin/faults".into());
+        let cleared = http.admin("DELETE", "/admin/faults", None).await;
+        if result.is_ok() {
+            cleared?;
+        }
+    }
+    result.map(|()| out)
+}
+
+async fn flood(spec: &Spec, ctx: &Ctx, out: &mut Outcome) -> Result<(), CheckError> {
+    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let req = Request::new(&spec.request, None)?;
+    let n = spec.concurrency() as usize;
+    // Spread over many client addresses so a per-IP limiter does not answer instead.
+    let sources: Vec<std::net::IpAddr> = if ctx.extra_sources.is_empty() {
+        vec![ctx.source]
+    } else {
+        ctx.extra_sources.clone()
+    };
+    let conns: Vec<_> = (0..n).map(|i| sources[i % sources.len()]).collect();
+    let timeout = (spec.delay.0 * 4 + Duration::from_secs(10)).min(ctx.remaining()?);
+    out.sent.push(format!(
+        "{n} × {} at once from {} addresses",
+        spec.request,
+        sources.len().min(n)
+    ));
+    ctx.progress(&format!("{n} simultaneous requests"));
+    let b = load::burst(&ep, &req, &conns, n, Some(&ctx.budget), timeout).await?;
+    let (mut shed_ms, mut ok_ms) = (Vec::new(), Vec::new());
+    let mut statuses = std::collections::BTreeMap::<String, u64>::new();
+    let mut failed = 0u64;
+    for s in &b.shots {
+        let ms = s.latency.as_secs_f64() * 1e3;
+        match s.status() {
+            Some(st) => {
+                *statuses.entry(st.to_string()).or_default() += 1;
+                if st == spec.status {
+                    shed_ms.push(ms);
+                } else if (200..400).contains(&st) {
+                    ok_ms.push(ms);
+                }
+            }
+            None => failed += 1,
+        }
+    }
+    let tol = spec.tolerance() as u64;
+    let bound = spec.max_inflight as u64;
+    let min_shed = (n as u64).saturating_sub(bound + tol);
+    let shed = shed_ms.len() as u64;
+    let accepted = ok_ms.len() as u64;
+    out.observe(Observation::new(
+        format!("shed with {}", spec.status),
+        format!("≥ {min_shed} ({n} − {bound} − {tol})"),
+        format!("{shed} (statuses {statuses:?}, {failed} failed)"),
+        shed >= min_shed,
+    ));
+    out.observe(Observation::new(
+        "accepted",
+        format!("≤ {} ({bound} + {tol})", bound + tol),
+        accepted.to_string(),
+        accepted <= bound + tol,
+    ));
+    let shed_p99 = percentile(&shed_ms, 0.99);
+    out.observe(Observation::new(
+        "p99 latency of shed answers",
+        format!("< {}", spec.shed_latency_below),
+        shed_p99.map_or("none shed".into(), |v| format!("{v:.1} ms")),
+        shed_p99.is_some_and(|v| v < spec.shed_latency_below.0.as_secs_f64() * 1e3),
+    ));
+    let ok_p99 = percentile(&ok_ms, 0.99);
+    out.observe(Observation::new(
+        "p99 latency of accepted answers",
+        format!("< {}", spec.accepted_p99_below),
+        ok_p99.map_or("none accepted".into(), |v| format!("{v:.1} ms")),
+        ok_p99.is_some_and(|v| v < spec.accepted_p99_below.0.as_secs_f64() * 1e3),
+    ));
+    let mut sorted_shed = shed_ms.clone();
+    sorted_shed.sort_by(f64::total_cmp);
+    out.charts.push(Chart {
+        title: format!("{n} simultaneous {}: latency by answer", spec.request),
+        kind: ChartKind::Scatter,
+        x_label: "answer order".into(),
+        y_label: "latency (ms)".into(),
+        series: vec![
+            Series {
+                name: format!("shed ({})", spec.status),
+                points: b
+                    .shots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.status() == Some(spec.status))
+                    .map(|(i, s)| (i as f64, s.latency.as_secs_f64() * 1e3))
+                    .collect(),
+            },
+            Series {
+                name: "accepted".into(),
+                points: b
+                    .shots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.status().is_some_and(|st| (200..400).contains(&st)))
+                    .map(|(i, s)| (i as f64, s.latency.as_secs_f64() * 1e3))
+                    .collect(),
+            },
+        ],
+    });
+    out.summary = format!(
+        "{n} at once: {shed} shed (p99 {}), {accepted} accepted (p99 {}); bound {bound}",
+        shed_p99.map_or("-".into(), |v| format!("{v:.1} ms")),
+        ok_p99.map_or("-".into(), |v| format!("{v:.1} ms")),
+    );
+    out.evidence = serde_json::json!({
+        "concurrency": n, "max_inflight": bound, "tolerance": tol,
+        "shed": shed, "accepted": accepted, "failed": failed, "statuses": statuses,
+        "shed_p99_ms": shed_p99, "shed_max_ms": sorted_shed.last(),
+        "accepted_p99_ms": ok_p99, "duration_ms": b.duration.as_secs_f64() * 1e3,
+        "delay_ms": spec.delay.0.as_millis() as u64,
+    });
+    Ok(())
 }

@@ -5,8 +5,17 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::checks::Problems;
+use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::probe::http::Http;
+use crate::probe::stats::{least_squares, theil_sen};
+use crate::report::{Chart, ChartKind, Series};
 use crate::units::{RequestLine, Size};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -79,6 +88,272 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("memory_growth"))
+/// The client addresses the workload may use, and when each may be used again after the
+/// target rate-limited it.
+struct Pool {
+    clients: Vec<Http>,
+    blocked_until: Vec<Option<Instant>>,
+    next: usize,
+}
+
+impl Pool {
+    /// The next usable client, or the instant when one becomes usable.
+    fn pick(&mut self) -> Result<(usize, Http), Instant> {
+        let now = Instant::now();
+        let n = self.clients.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if self.blocked_until[i].is_none_or(|t| t <= now) {
+                self.blocked_until[i] = None;
+                self.next = i;
+                return Ok((i, self.clients[i].clone()));
+            }
+        }
+        Err(self
+            .blocked_until
+            .iter()
+            .flatten()
+            .min()
+            .copied()
+            .unwrap_or(now))
+    }
+
+    fn block(&mut self, i: usize, for_: Duration) {
+        self.blocked_until[i] = Some(Instant::now() + for_);
+        self.next = (i + 1) % self.clients.len();
+    }
+}
+
+/// Shared state of the workload drivers.
+struct Workload {
+    pool: Mutex<Pool>,
+    spec: Spec,
+    failures: Mutex<(u64, Option<String>)>,
+    limited: std::sync::atomic::AtomicU64,
+}
+
+impl Workload {
+    /// Sends the workload until one is served (2xx), moving to another client address when
+    /// the target rate-limits the current one.
+    async fn one(&self) -> Result<(), CheckError> {
+        loop {
+            let picked = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pick();
+            let (i, http) = match picked {
+                Ok(x) => x,
+                Err(until) => {
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+            };
+            let r = http
+                .send(&self.spec.request, self.spec.body.as_ref(), &[])
+                .await?;
+            if (200..300).contains(&r.status) {
+                return Ok(());
+            }
+            if r.status == 429 {
+                self.limited
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let secs = r
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .unwrap_or(1.0)
+                    .clamp(0.1, 60.0);
+                self.pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .block(i, Duration::from_secs_f64(secs));
+                continue;
+            }
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            f.0 += 1;
+            f.1.get_or_insert_with(|| {
+                format!(
+                    "{} answered {}: {}",
+                    self.spec.request,
+                    r.status,
+                    r.text().chars().take(200).collect::<String>()
+                )
+            });
+            let allowed = (self.spec.iterations as u64 / 20).max(5);
+            if f.0 > allowed {
+                return Err(CheckError::Target(format!(
+                    "the workload fails: {} failures, first: {}",
+                    f.0,
+                    f.1.clone().unwrap_or_default()
+                )));
+            }
+            return Ok(());
+        }
+    }
+
+    /// `n` served workloads over `concurrency` drivers.
+    async fn run(self: &Arc<Self>, n: u32) -> Result<(), CheckError> {
+        let c = self.spec.concurrency.max(1).min(n.max(1));
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..c {
+            let me = self.clone();
+            let share = n / c + u32::from(w < n % c);
+            set.spawn(async move {
+                for _ in 0..share {
+                    me.one().await?;
+                }
+                Ok::<_, CheckError>(())
+            });
+        }
+        while let Some(j) = set.join_next().await {
+            j.map_err(|e| CheckError::Local(format!("workload task: {e}")))??;
+        }
+        Ok(())
+    }
+}
+
+/// Where samples come from, resolved.
+enum Sampler {
+    Pid,
+    Metric(Http),
+}
+
+impl Sampler {
+    async fn rss(&self, ctx: &Ctx) -> Result<u64, CheckError> {
+        match self {
+            Sampler::Pid => crate::probe::process::rss_of_pid(ctx.target.pid()?),
+            Sampler::Metric(http) => {
+                crate::probe::process::rss_from_metric(http, "process_resident_memory_bytes").await
+            }
+        }
+    }
+}
+
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let source = spec
+        .source
+        .unwrap_or(if ctx.target.has(Capability::Process) {
+            RssSource::Process
+        } else {
+            RssSource::Metric
+        });
+    let sampler = match source {
+        RssSource::Process => {
+            ctx.require(Capability::Process)?;
+            Sampler::Pid
+        }
+        RssSource::Metric => Sampler::Metric(ctx.http()?),
+    };
+    let addrs: Vec<IpAddr> = std::iter::once(ctx.source)
+        .chain(ctx.extra_sources.iter().copied())
+        .collect();
+    let clients = addrs
+        .iter()
+        .map(|a| ctx.http_from(*a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let n = clients.len();
+    let work = Arc::new(Workload {
+        pool: Mutex::new(Pool {
+            clients,
+            blocked_until: vec![None; n],
+            next: 0,
+        }),
+        spec: spec.clone(),
+        failures: Mutex::new((0, None)),
+        limited: Default::default(),
+    });
+    let mut out = Outcome::default();
+    out.sent.push(format!(
+        "{} × {} warm-up, then {} × {} measured",
+        spec.warmup, spec.request, spec.iterations, spec.request
+    ));
+    ctx.progress(&format!("warm-up: {} × {}", spec.warmup, spec.request));
+    work.run(spec.warmup).await?;
+    let every = spec
+        .sample_every
+        .unwrap_or((spec.iterations / 50).max(1))
+        .max(1);
+    let mut samples: Vec<(f64, f64)> = vec![(0.0, sampler.rss(ctx).await? as f64)];
+    let mut done = 0u32;
+    let started = Instant::now();
+    while done < spec.iterations {
+        let step = every.min(spec.iterations - done);
+        work.run(step).await?;
+        done += step;
+        samples.push((done as f64, sampler.rss(ctx).await? as f64));
+        if done % (every * 10) == 0 {
+            ctx.progress(&format!("iteration {done}/{}", spec.iterations));
+        }
+    }
+    let fit = theil_sen(&samples, 1.96)
+        .ok_or_else(|| CheckError::Local("too few RSS samples to fit a slope".into()))?;
+    let limit = spec.max_growth_per_iteration.0 as f64;
+    let ols = least_squares(&samples).map(|(s, _)| s);
+    let first = samples.first().map_or(0.0, |p| p.1);
+    let last = samples.last().map_or(0.0, |p| p.1);
+    // FAIL only when the whole confidence interval is above the limit: RSS is noisy (the
+    // allocator grows and returns arenas in steps), and a good service must not fail on noise.
+    let ok = fit.slope_low <= limit;
+    out.observe(Observation::new(
+        "RSS growth per iteration (Theil–Sen, 95% CI)",
+        format!(
+            "≤ {} (FAIL when the whole interval is above)",
+            spec.max_growth_per_iteration
+        ),
+        format!(
+            "{:.0} B [{:.0}, {:.0}] over {} samples",
+            fit.slope, fit.slope_low, fit.slope_high, fit.n
+        ),
+        ok,
+    ));
+    let (failures, first_failure) = work
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let limited = work.limited.load(std::sync::atomic::Ordering::Relaxed);
+    let x_max = samples.last().map_or(0.0, |p| p.0);
+    let mib = 1024.0 * 1024.0;
+    out.charts.push(Chart {
+        title: format!("RSS over {} × {}", spec.iterations, spec.request),
+        kind: ChartKind::Scatter,
+        x_label: "iteration".into(),
+        y_label: "RSS (MiB)".into(),
+        series: vec![
+            Series {
+                name: "RSS".into(),
+                points: samples.iter().map(|(x, y)| (*x, y / mib)).collect(),
+            },
+            Series {
+                name: format!("Theil–Sen fit: {:.0} B/iteration", fit.slope),
+                points: vec![
+                    (0.0, fit.intercept / mib),
+                    (x_max, (fit.intercept + fit.slope * x_max) / mib),
+                ],
+            },
+        ],
+    });
+    out.summary = format!(
+        "{:.0} B/iteration (95% CI {:.0}..{:.0}) over {} iterations; RSS {:.1} → {:.1} MiB; limit {}",
+        fit.slope,
+        fit.slope_low,
+        fit.slope_high,
+        spec.iterations,
+        first / mib,
+        last / mib,
+        spec.max_growth_per_iteration
+    );
+    out.evidence = serde_json::json!({
+        "source": match source { RssSource::Process => "process", RssSource::Metric => "metric" },
+        "samples": samples,
+        "slope_bytes_per_iteration": fit.slope,
+        "intercept_bytes": fit.intercept,
+        "slope_ci": [fit.slope_low, fit.slope_high],
+        "confidence": fit.confidence,
+        "ols_slope": ols,
+        "limit_bytes": limit,
+        "rss_first": first,
+        "rss_last": last,
+        "rate_limited_retries": limited,
+        "workload_failures": failures,
+        "first_failure": first_failure,
+        "measure_seconds": started.elapsed().as_secs_f64(),
+    });
+    Ok(out)
 }

@@ -5,8 +5,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use crate::checks::Problems;
+use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
+use crate::probe::http::Http;
+use crate::probe::prom::{self, Expr};
 use crate::units::RequestLine;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -74,6 +76,102 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("metric"))
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let expr = Expr::parse(&spec.expect).map_err(CheckError::Local)?;
+    let http = ctx.http()?;
+    let mut out = Outcome::default();
+    let before = if spec.delta {
+        out.sent.push(format!("GET {}", spec.path));
+        Some(read(&http, &spec.path, &expr).await?)
+    } else {
+        None
+    };
+    let mut workload_ok = None;
+    if let Some(w) = &spec.workload {
+        let mut ok = 0u32;
+        let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+        for i in 0..w.count {
+            let r = http.send(&w.request, w.body.as_ref(), &[]).await?;
+            *statuses.entry(r.status).or_default() += 1;
+            if (200..300).contains(&r.status) {
+                ok += 1;
+            }
+            if (i + 1) % 10 == 0 || i + 1 == w.count {
+                ctx.progress(&format!("workload {}/{}", i + 1, w.count));
+            }
+        }
+        out.sent.push(format!(
+            "{} {} ×{}",
+            w.request.method, w.request.path, w.count
+        ));
+        let observed: Vec<String> = statuses.iter().map(|(s, n)| format!("{n}× {s}")).collect();
+        out.observe(Observation::new(
+            "workload answered 2xx",
+            format!("{}/{}", w.count, w.count),
+            observed.join(", "),
+            ok == w.count,
+        ));
+        workload_ok = Some(ok);
+    }
+    out.sent.push(format!("GET {}", spec.path));
+    let after = read(&http, &spec.path, &expr).await?;
+    let value = match (before, after) {
+        (Some(Some(b)), Some(a)) => Some(a - b),
+        (Some(None), Some(a)) => Some(a),
+        (_, v) => v,
+    };
+    let what = if spec.delta {
+        format!("change of {} across the workload", expr.selector)
+    } else {
+        expr.selector.to_string()
+    };
+    let expected = format!("{} {}", expr.op.as_str(), fmt_num(expr.value));
+    match value {
+        Some(v) => {
+            out.observe(Observation::new(
+                what.clone(),
+                expected,
+                fmt_num(v),
+                expr.op.holds(v, expr.value),
+            ));
+            out.summary = format!("{what} = {}", fmt_num(v));
+        }
+        None => {
+            out.observe(Observation::new(
+                what.clone(),
+                expected,
+                format!("(no sample named {} in {})", expr.selector, spec.path),
+                false,
+            ));
+            out.summary = format!("{} is not exposed at {}", expr.selector, spec.path);
+        }
+    }
+    out.evidence = serde_json::json!({
+        "expression": expr.to_string(),
+        "before": before.flatten(),
+        "after": after,
+        "value": value,
+        "workload_ok": workload_ok,
+    });
+    Ok(out)
+}
+
+/// Reads the metrics page and evaluates the selector (`None`: no matching sample).
+async fn read(http: &Http, path: &str, expr: &Expr) -> Result<Option<f64>, CheckError> {
+    let r = http.get(path).await?;
+    if r.status != 200 {
+        return Err(CheckError::Target(format!(
+            "GET {path} answered {} instead of 200",
+            r.status
+        )));
+    }
+    Ok(expr.selector.eval(&prom::parse(&r.text())))
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }

@@ -5,8 +5,11 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::{Problems, not_built};
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use std::time::Duration;
+
+use crate::checks::Problems;
+use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::probe::process::metric_value;
 use crate::units::{Dur, RequestLine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -77,6 +80,129 @@ impl Spec {
     }
 }
 
-pub async fn run(_spec: &Spec, _ctx: &Ctx) -> Result<Outcome, CheckError> {
-    Err(not_built("query_timeout"))
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    if spec.inject {
+        ctx.require(Capability::Admin)?;
+    }
+    let http = ctx.http()?;
+    let mut out = Outcome::default();
+    let before = if spec.counter.is_empty() {
+        None
+    } else {
+        Some(metric_value(&http, &spec.counter).await?.unwrap_or(0.0))
+    };
+    if spec.inject {
+        let r = http
+            .admin(
+                "POST",
+                "/admin/faults",
+                Some(&serde_json::json!({"slow_query": true})),
+            )
+            .await?;
+        out.sent
+            .push("POST /admin/faults {\"slow_query\":true}".into());
+        if r.status != 200 {
+            return Err(CheckError::Target(format!(
+                "injecting the slow query: POST /admin/faults answered {}: {}",
+                r.status,
+                r.text()
+            )));
+        }
+    }
+    // Whatever happens next, the fault is cleared before the check returns.
+    let result = measure(spec, ctx, &http, &mut out, before).await;
+    if spec.inject {
+        out.sent.push("DELETE /admin/faults".into());
+        let cleared = http.admin("DELETE", "/admin/faults", None).await;
+        if result.is_ok() {
+            cleared?;
+        }
+    }
+    result.map(|()| out)
+}
+
+async fn measure(
+    spec: &Spec,
+    ctx: &Ctx,
+    http: &crate::probe::http::Http,
+    out: &mut Outcome,
+    before: Option<f64>,
+) -> Result<(), CheckError> {
+    let allowed = spec.budget.0 + spec.margin.0;
+    // Give a query without a timeout a few times the allowance before calling it stuck.
+    let patience = (allowed * 4)
+        .max(Duration::from_secs(2))
+        .min(ctx.remaining()?);
+    out.sent.push(spec.request.to_string());
+    let start = std::time::Instant::now();
+    let resp = tokio::time::timeout(patience, http.send(&spec.request, None, &[])).await;
+    let elapsed = start.elapsed();
+    let resp = match resp {
+        Ok(r) => r?,
+        Err(_) => {
+            out.observe(Observation::new(
+                "answered within budget + margin",
+                format!("≤ {}", crate::units::Dur(allowed)),
+                format!("no answer after {} ms", elapsed.as_millis()),
+                false,
+            ));
+            out.summary = format!(
+                "the slow query was not cut off: no answer after {} ms (budget {})",
+                elapsed.as_millis(),
+                spec.budget
+            );
+            out.evidence = serde_json::json!({"elapsed_ms": elapsed.as_secs_f64() * 1e3,
+                "answered": false});
+            return Ok(());
+        }
+    };
+    let code = resp
+        .json()
+        .ok()
+        .and_then(|v| v.pointer("/error/code").cloned())
+        .and_then(|v| v.as_str().map(str::to_string));
+    out.observe(Observation::new(
+        "answered within budget + margin",
+        format!("≤ {}", crate::units::Dur(allowed)),
+        format!("{:.1} ms", elapsed.as_secs_f64() * 1e3),
+        elapsed <= allowed,
+    ));
+    out.observe(Observation::new(
+        "status",
+        spec.status.to_string(),
+        resp.status.to_string(),
+        resp.status == spec.status,
+    ));
+    out.observe(Observation::new(
+        "/error/code",
+        spec.code.clone(),
+        code.clone().unwrap_or_else(|| "absent".into()),
+        code.as_deref() == Some(spec.code.as_str()),
+    ));
+    let mut after = None;
+    if let Some(b) = before {
+        let a = metric_value(http, &spec.counter).await?.unwrap_or(0.0);
+        after = Some(a);
+        out.observe(Observation::new(
+            format!("`{}` rose", spec.counter),
+            format!("> {b}"),
+            a.to_string(),
+            a > b,
+        ));
+    }
+    out.summary = format!(
+        "answered {} in {:.1} ms (budget {} + margin {}), code {}",
+        resp.status,
+        elapsed.as_secs_f64() * 1e3,
+        spec.budget,
+        spec.margin,
+        code.as_deref().unwrap_or("absent")
+    );
+    out.evidence = serde_json::json!({
+        "elapsed_ms": elapsed.as_secs_f64() * 1e3,
+        "status": resp.status,
+        "code": code,
+        "counter": {"name": spec.counter, "before": before, "after": after},
+    });
+    Ok(())
 }

@@ -66,6 +66,19 @@ impl Target {
         }
     }
 
+    /// The target's data directory on this machine: a spawned target's, else the directory
+    /// of its SQLite database when one is configured.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        match &self.process {
+            Some(ProcessControl::Spawned(s)) => Some(s.data_dir().to_path_buf()),
+            _ => self
+                .sqlite
+                .as_ref()
+                .and_then(|p| p.parent())
+                .map(|p| p.to_path_buf()),
+        }
+    }
+
     /// Whether preflight spawned this target (and may restart it freely).
     pub fn is_spawned(&self) -> bool {
         matches!(self.process, Some(ProcessControl::Spawned(_)))

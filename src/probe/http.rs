@@ -138,10 +138,9 @@ impl Http {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|_| CheckError::Local(format!("invalid method {method}")))?;
         let url = format!("{}{}", self.base, path);
-        let mut rb = self
-            .client
-            .request(method, &url)
-            .timeout(REQUEST_TIMEOUT.min(self.deadline - now));
+        let left = self.deadline - now;
+        let timeout = REQUEST_TIMEOUT.min(left);
+        let mut rb = self.client.request(method, &url).timeout(timeout);
         for (k, v) in headers {
             rb = rb.header(k, v);
         }
@@ -156,10 +155,17 @@ impl Http {
             rb = rb.bearer_auth(token.expose());
         }
         let start = std::time::Instant::now();
-        let resp = rb.send().await.map_err(|e| transport_error(&url, e))?;
+        let by_deadline = left <= REQUEST_TIMEOUT;
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| transport_error(&url, e, timeout, by_deadline))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(|e| transport_error(&url, e))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport_error(&url, e, timeout, by_deadline))?;
         Ok(Response {
             status,
             headers,
@@ -169,9 +175,22 @@ impl Http {
     }
 }
 
-fn transport_error(url: &str, e: reqwest::Error) -> CheckError {
+fn transport_error(
+    url: &str,
+    e: reqwest::Error,
+    timeout: Duration,
+    by_deadline: bool,
+) -> CheckError {
     if e.is_timeout() {
-        CheckError::Target(format!("{url}: no answer in time"))
+        let why = if by_deadline {
+            "the check's deadline"
+        } else {
+            "the per-request limit"
+        };
+        CheckError::Target(format!(
+            "{url}: no answer within {:.1} s ({why})",
+            timeout.as_secs_f64()
+        ))
     } else if e.is_connect() {
         CheckError::Target(format!("{url}: cannot connect ({})", root_cause(&e)))
     } else {

@@ -1,0 +1,649 @@
+//! Running a policy: resolve the target (spawn the bundled service or use a URL), run every
+//! check under its own deadline, budget and source address, apply the gate, and build the
+//! [`Report`]. The CLI calls [`check`]; nothing here prints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use tokio::time::Instant;
+
+use crate::checks::{CheckSpec, Exclusivity};
+use crate::engine::context::{Budget, Capability, CheckError, Ctx, Outcome, ProgressFn, Status};
+use crate::engine::gate;
+use crate::engine::plan::{self, BoxFuture, Executor, Item, Sched};
+use crate::engine::spawn::{SpawnRequest, Spawned};
+use crate::engine::target::{ProcessControl, Target};
+use crate::policy::{Check, Diagnostic, Policy, Secret, Severity, Waiver};
+use crate::report::{CheckResult, PolicyInfo, Report, TargetInfo};
+
+/// The policy used when none is given.
+pub const DEFAULT_POLICY: &str = "policies/production-hardening.yaml";
+/// The service profile used when preflight spawns the bundled service.
+pub const DEFAULT_CONFIG: &str = "config/core.yaml";
+/// How long the spawned service may take to print its address and then to become ready.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Grace period between SIGTERM and SIGKILL when stopping the spawned service.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Live progress of a run (the CLI renders it with indicatif; tests use [`NoProgress`]).
+pub trait Progress: Send + Sync {
+    /// A run-level step, e.g. "starting the core service".
+    fn message(&self, msg: &str);
+    /// Check `id` started; the returned sink receives its progress messages.
+    fn started(&self, id: &str) -> ProgressFn;
+    /// Check `id` finished.
+    fn finished(&self, id: &str, status: Status, summary: &str);
+}
+
+/// Progress that goes nowhere.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn message(&self, _: &str) {}
+    fn started(&self, _: &str) -> ProgressFn {
+        Arc::new(|_| {})
+    }
+    fn finished(&self, _: &str, _: Status, _: &str) {}
+}
+
+/// What `preflight check` was asked to do.
+pub struct CheckOptions {
+    /// Policy files; empty means [`DEFAULT_POLICY`].
+    pub policies: Vec<PathBuf>,
+    /// Remote target URL (overrides the policy's).
+    pub target: Option<String>,
+    pub admin_token: Option<String>,
+    /// Service profile for a spawned target.
+    pub config: Option<PathBuf>,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+    pub fail_fast: bool,
+    pub concurrency: usize,
+    /// The `preflight` executable (spawned as `preflight serve`, and `{exe}` in commands).
+    pub exe: PathBuf,
+    /// Today, for waiver expiry.
+    pub today: NaiveDate,
+    pub progress: Arc<dyn Progress>,
+}
+
+/// Why nothing ran.
+#[derive(Debug)]
+pub enum CheckFailure {
+    /// The policy is invalid: every diagnostic.
+    Invalid(Vec<Diagnostic>),
+    /// The command line asks for something impossible.
+    Usage(String),
+}
+
+/// Loads the policy, resolves the target, runs the checks and decides the verdict.
+pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
+    let policies = if opts.policies.is_empty() {
+        let default = PathBuf::from(DEFAULT_POLICY);
+        if !default.exists() {
+            return Err(CheckFailure::Usage(format!(
+                "no policy given and the default `{DEFAULT_POLICY}` does not exist here; \
+                 pass a policy file (e.g. `preflight check policies/smoke.yaml`) or run from the project root"
+            )));
+        }
+        vec![default]
+    } else {
+        opts.policies.clone()
+    };
+    let loaded = crate::policy::load(&policies).map_err(CheckFailure::Invalid)?;
+    let policy = loaded.policy;
+    let checks = select(&policy.checks, &opts.only, &opts.skip).map_err(CheckFailure::Usage)?;
+    let policy_dir = policies[0]
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let start = Instant::now();
+
+    let plan = resolve_target(&policy, &opts)?;
+    let (target, target_info) = match plan {
+        TargetPlan::Remote(t) => {
+            let info = target_info(&t, None);
+            (Ok(Arc::new(t)), info)
+        }
+        TargetPlan::Spawn(config) => {
+            opts.progress
+                .message(&format!("starting the core service ({})", config.display()));
+            match spawn_ready(&opts.exe, &config).await {
+                Ok(t) => {
+                    let info = target_info(&t, Some(&config));
+                    (Ok(Arc::new(t)), info)
+                }
+                Err(e) => {
+                    let info = TargetInfo {
+                        url: "(not started)".into(),
+                        spawned: true,
+                        config: Some(config.display().to_string()),
+                        capabilities: vec![],
+                    };
+                    (Err(e), info)
+                }
+            }
+        }
+    };
+
+    let mut results = match &target {
+        Ok(t) => {
+            let exec = Engine(Arc::new(Inner {
+                checks: checks.clone(),
+                target: t.clone(),
+                policy_dir,
+                progress: opts.progress.clone(),
+                block_on: policy.gate.block_on.clone(),
+                waivers: policy.waivers.clone(),
+                today: opts.today,
+            }));
+            let items: Vec<Item> = checks.iter().map(item_of).collect();
+            let sched = Sched {
+                concurrency: opts.concurrency,
+                fail_fast: opts.fail_fast,
+            };
+            plan::schedule(&items, &exec, sched).await
+        }
+        Err(e) => checks
+            .iter()
+            .map(|c| {
+                let mut r = bare_result(c, Status::Error);
+                r.summary = format!("the target could not be started: {e}");
+                r
+            })
+            .collect(),
+    };
+
+    if let Ok(t) = &target {
+        if let Some(ProcessControl::Spawned(s)) = &t.process {
+            opts.progress.message("stopping the core service");
+            s.stop(STOP_GRACE).await;
+        }
+    }
+
+    let decision = gate::decide(
+        &mut results,
+        &policy.gate.block_on,
+        &policy.waivers,
+        opts.today,
+    );
+    Ok(Report {
+        schema_version: crate::report::SCHEMA_VERSION,
+        tool: format!("preflight {}", env!("CARGO_PKG_VERSION")),
+        policy: PolicyInfo {
+            name: policy.name.clone(),
+            description: policy.description.clone(),
+            files: loaded
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+        },
+        target: target_info,
+        started_at,
+        duration_ms: start.elapsed().as_millis() as u64,
+        verdict: decision.verdict,
+        verdict_reason: decision.reason,
+        block_on: policy.gate.block_on.clone(),
+        counts: decision.counts,
+        waivers: decision.waivers,
+        results,
+    })
+}
+
+/// Applies `--only` and `--skip`; an id that names no check is a usage error.
+pub fn select(checks: &[Check], only: &[String], skip: &[String]) -> Result<Vec<Check>, String> {
+    for id in only.iter().chain(skip) {
+        if !checks.iter().any(|c| &c.id == id) {
+            let known: Vec<&str> = checks.iter().map(|c| c.id.as_str()).collect();
+            return Err(format!(
+                "no check has the id `{id}` (known: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(checks
+        .iter()
+        .filter(|c| only.is_empty() || only.contains(&c.id))
+        .filter(|c| !skip.contains(&c.id))
+        .cloned()
+        .collect())
+}
+
+/// Where the checks will run.
+#[derive(Debug)]
+pub enum TargetPlan {
+    Remote(Target),
+    /// Spawn the bundled service with this profile.
+    Spawn(PathBuf),
+}
+
+/// Decides the target from the command line and the policy: a URL (either) is used as
+/// given, never spawned; otherwise the bundled service is spawned.
+pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan, CheckFailure> {
+    let spec = policy.target.clone().unwrap_or_default();
+    let url = opts.target.clone().or(spec.url.clone());
+    if let Some(url) = url {
+        if opts.config.is_some() {
+            return Err(CheckFailure::Usage(
+                "--config picks the profile of a spawned service; it cannot apply to a remote target".into(),
+            ));
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(CheckFailure::Usage(format!(
+                "target `{url}` is not an http:// or https:// URL"
+            )));
+        }
+        let mut t = Target::remote(&url);
+        t.admin_token = opts
+            .admin_token
+            .clone()
+            .filter(|s| !s.is_empty())
+            .map(Secret)
+            .or(spec.admin_token);
+        t.process = spec.process.map(|p| ProcessControl::Remote {
+            pid_file: p.pid_file,
+            restart: p.restart,
+        });
+        t.log_dir = spec.log_dir;
+        t.sqlite = spec.sqlite;
+        return Ok(TargetPlan::Remote(t));
+    }
+    let config = opts
+        .config
+        .clone()
+        .or(spec.spawn.map(|s| s.config))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
+    if !config.is_file() {
+        return Err(CheckFailure::Usage(format!(
+            "service profile `{}` not found (the bundled service is spawned with it when no target is given); \
+             run from the project root, pass --config FILE, or give --target URL",
+            config.display()
+        )));
+    }
+    Ok(TargetPlan::Spawn(config))
+}
+
+/// Spawns the bundled service and waits (bounded) until `/readyz` answers 200.
+async fn spawn_ready(exe: &Path, config: &Path) -> Result<Target, CheckError> {
+    let spawned = Spawned::start(&SpawnRequest {
+        exe: exe.to_path_buf(),
+        config: config.to_path_buf(),
+        start_timeout: START_TIMEOUT,
+    })
+    .await?;
+    let url = spawned.url();
+    let target = Target {
+        url: url.clone(),
+        admin_token: Some(Secret(spawned.admin_token().to_string())),
+        log_dir: Some(spawned.log_dir()),
+        sqlite: Some(spawned.sqlite()),
+        process: Some(ProcessControl::Spawned(Box::new(spawned))),
+    };
+    match wait_ready(&url, START_TIMEOUT).await {
+        Ok(()) => Ok(target),
+        Err(e) => {
+            if let Some(ProcessControl::Spawned(s)) = &target.process {
+                s.stop(STOP_GRACE).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Polls `GET {url}/readyz` until it answers 200 or `within` passes.
+pub async fn wait_ready(url: &str, within: Duration) -> Result<(), CheckError> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| CheckError::Local(format!("building the HTTP client: {e}")))?;
+    let end = Instant::now() + within;
+    let mut last = String::from("no answer");
+    while Instant::now() < end {
+        match client.get(format!("{url}/readyz")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("status {}", r.status().as_u16()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(CheckError::Target(format!(
+        "{url}/readyz not ready within {within:?} (last: {last})"
+    )))
+}
+
+fn target_info(t: &Target, config: Option<&Path>) -> TargetInfo {
+    TargetInfo {
+        url: t.url.clone(),
+        spawned: t.is_spawned(),
+        config: config.map(|c| c.display().to_string()),
+        capabilities: [
+            Capability::Http,
+            Capability::Admin,
+            Capability::Process,
+            Capability::LogDir,
+            Capability::Sqlite,
+        ]
+        .into_iter()
+        .filter(|c| t.has(*c))
+        .map(|c| c.as_str().to_string())
+        .collect(),
+    }
+}
+
+fn item_of(c: &Check) -> Item {
+    Item {
+        id: c.id.clone(),
+        exclusive: c.spec.exclusivity() == Exclusivity::Exclusive || !c.independent,
+        depends_on: c.depends_on.clone(),
+    }
+}
+
+/// A result with nothing measured yet.
+pub fn bare_result(c: &Check, status: Status) -> CheckResult {
+    CheckResult {
+        id: c.id.clone(),
+        kind: c.spec.kind().to_string(),
+        severity: c.severity,
+        description: c.description.clone(),
+        status,
+        blocking: false,
+        waived: None,
+        attempts: 0,
+        duration_ms: 0,
+        summary: String::new(),
+        observations: vec![],
+        sent: vec![],
+        requests: 0,
+        evidence: serde_json::Value::Null,
+        charts: vec![],
+    }
+}
+
+struct Inner {
+    checks: Vec<Check>,
+    target: Arc<Target>,
+    policy_dir: PathBuf,
+    progress: Arc<dyn Progress>,
+    block_on: Vec<Severity>,
+    waivers: Vec<Waiver>,
+    today: NaiveDate,
+}
+
+#[derive(Clone)]
+struct Engine(Arc<Inner>);
+
+impl Executor for Engine {
+    type Out = CheckResult;
+
+    fn start(&self, index: usize) -> BoxFuture<CheckResult> {
+        let inner = self.0.clone();
+        Box::pin(async move {
+            let check = &inner.checks[index];
+            let sink = inner.progress.started(&check.id);
+            let base = Base {
+                target: inner.target.clone(),
+                source: plan::source_for(index),
+                extra_sources: plan::extra_sources(index),
+                policy_dir: inner.policy_dir.clone(),
+                progress: sink,
+            };
+            let r = run_check(check, &base).await;
+            inner.progress.finished(&check.id, r.status, &r.summary);
+            r
+        })
+    }
+
+    fn skipped(&self, index: usize, reason: String) -> CheckResult {
+        let c = &self.0.checks[index];
+        let mut r = bare_result(c, Status::Skip);
+        r.summary = reason;
+        self.0.progress.finished(&c.id, Status::Skip, &r.summary);
+        r
+    }
+
+    fn crashed(&self, index: usize, reason: String) -> CheckResult {
+        let c = &self.0.checks[index];
+        let mut r = bare_result(c, Status::Error);
+        r.summary = reason;
+        self.0.progress.finished(&c.id, Status::Error, &r.summary);
+        r
+    }
+
+    fn status(&self, out: &CheckResult) -> Status {
+        out.status
+    }
+
+    fn stops_run(&self, index: usize, out: &CheckResult) -> bool {
+        let c = &self.0.checks[index];
+        gate::is_blocking_failure(
+            out.status,
+            c.severity,
+            &c.id,
+            &self.0.block_on,
+            &self.0.waivers,
+            self.0.today,
+        )
+    }
+}
+
+/// What every attempt of one check shares.
+#[derive(Clone)]
+pub struct Base {
+    pub target: Arc<Target>,
+    pub source: std::net::IpAddr,
+    pub extra_sources: Vec<std::net::IpAddr>,
+    pub policy_dir: PathBuf,
+    pub progress: ProgressFn,
+}
+
+/// Runs one check: each attempt under the check's deadline (enforced here around the
+/// kind's `run`, and by the HTTP probe), retried until PASS while `retry.within` lasts.
+pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
+    let timeout = check
+        .timeout
+        .unwrap_or_else(|| check.spec.default_timeout())
+        .get();
+    let budget = Budget::new(
+        check
+            .max_requests
+            .unwrap_or_else(|| check.spec.default_budget()),
+    );
+    let started = Instant::now();
+    let retry_end = check.retry.map(|r| started + r.within.get());
+    let mut attempts = 0u32;
+    let outcome = loop {
+        attempts += 1;
+        let res = attempt(&check.spec, base, timeout, &budget).await;
+        let status = match &res {
+            Ok(o) => o.status(),
+            Err(e) => e.status(),
+        };
+        let (Some(end), Some(retry)) = (retry_end, check.retry) else {
+            break res;
+        };
+        // PASS ends it; so does SKIP (a missing capability does not appear by waiting).
+        if matches!(status, Status::Pass | Status::Skip)
+            || matches!(res, Err(CheckError::Budget(_)))
+        {
+            break res;
+        }
+        if Instant::now() + retry.every.get() >= end {
+            break res;
+        }
+        (base.progress)(&format!(
+            "attempt {attempts}: {}, retrying",
+            status.as_str()
+        ));
+        tokio::time::sleep(retry.every.get()).await;
+    };
+    let mut r = bare_result(check, Status::Pass);
+    r.attempts = attempts;
+    r.duration_ms = started.elapsed().as_millis() as u64;
+    r.requests = budget.used();
+    match outcome {
+        Ok(o) => {
+            r.status = o.status();
+            r.summary = if o.summary.is_empty() {
+                default_summary(&o)
+            } else {
+                o.summary.clone()
+            };
+            if r.status == Status::Fail && o.observations.is_empty() {
+                r.summary = format!("{} (no observation was made)", r.summary);
+            }
+            if attempts > 1 {
+                r.summary = format!("{} (after {attempts} attempts)", r.summary);
+            }
+            r.observations = o.observations;
+            r.sent = o.sent;
+            r.charts = o.charts;
+            r.evidence = o.evidence;
+        }
+        Err(e) => {
+            r.status = e.status();
+            r.summary = e.to_string();
+            if attempts > 1 {
+                r.summary = format!("{} (after {attempts} attempts)", r.summary);
+            }
+        }
+    }
+    r
+}
+
+fn default_summary(o: &Outcome) -> String {
+    let failed: Vec<&str> = o
+        .observations
+        .iter()
+        .filter(|x| !x.ok)
+        .map(|x| x.what.as_str())
+        .collect();
+    if failed.is_empty() {
+        format!("{} requirement(s) met", o.observations.len())
+    } else {
+        format!("not met: {}", failed.join(", "))
+    }
+}
+
+async fn attempt(
+    spec: &CheckSpec,
+    base: &Base,
+    timeout: Duration,
+    budget: &Budget,
+) -> Result<Outcome, CheckError> {
+    let ctx = Ctx {
+        target: base.target.clone(),
+        source: base.source,
+        extra_sources: base.extra_sources.clone(),
+        deadline: Instant::now() + timeout,
+        budget: budget.clone(),
+        policy_dir: base.policy_dir.clone(),
+        progress: base.progress.clone(),
+    };
+    match tokio::time::timeout(timeout, spec.run(&ctx)).await {
+        Ok(r) => r,
+        Err(_) => Err(CheckError::Deadline(timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(v: serde_json::Value) -> Check {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn base() -> Base {
+        Base {
+            target: Arc::new(Target::remote("http://127.0.0.1:9")),
+            source: plan::source_for(0),
+            extra_sources: plan::extra_sources(0),
+            policy_dir: PathBuf::from("."),
+            progress: Arc::new(|_| {}),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_until_met_records_attempts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("appears-later");
+        let p2 = path.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            std::fs::write(p2, "ready").unwrap();
+        });
+        let c = check(serde_json::json!({
+            "id": "wait-for-file", "kind": "file", "path": path, "contains": ["ready"],
+            "retry": {"within": "5s", "every": "50ms"}
+        }));
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Pass, "{}", r.summary);
+        assert!(r.attempts > 1, "attempts {}", r.attempts);
+        assert!(r.summary.contains("attempts"), "{}", r.summary);
+    }
+
+    #[tokio::test]
+    async fn retry_gives_up_after_within() {
+        let c = check(serde_json::json!({
+            "id": "never", "kind": "file", "path": "/nonexistent/preflight/never",
+            "retry": {"within": "400ms", "every": "100ms"}
+        }));
+        let t = std::time::Instant::now();
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Fail);
+        assert!(r.attempts >= 2, "attempts {}", r.attempts);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[tokio::test]
+    async fn no_retry_means_one_attempt_and_skip_is_not_retried() {
+        let c = check(serde_json::json!({
+            "id": "once", "kind": "file", "path": "/nonexistent/preflight/once"
+        }));
+        assert_eq!(run_check(&c, &base()).await.attempts, 1);
+        let c = check(serde_json::json!({
+            "id": "no-db", "kind": "sqlite", "query": "SELECT 1", "equals": 1,
+            "retry": {"within": "5s", "every": "50ms"}
+        }));
+        let r = run_check(&c, &base()).await;
+        assert_eq!(r.status, Status::Skip);
+        assert_eq!(r.attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_enforced_around_the_kind() {
+        let c = check(serde_json::json!({
+            "id": "slow", "kind": "command", "argv": ["sleep", "20"],
+            "timeout": "300ms"
+        }));
+        let t = std::time::Instant::now();
+        let r = run_check(&c, &base()).await;
+        assert_ne!(r.status, Status::Pass);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn only_and_skip_select_and_reject_unknown_ids() {
+        let cs: Vec<Check> = ["a", "b", "c"]
+            .iter()
+            .map(|id| check(serde_json::json!({"id": id, "kind": "file", "path": "x"})))
+            .collect();
+        let ids = |v: Vec<Check>| v.into_iter().map(|c| c.id).collect::<Vec<_>>();
+        assert_eq!(ids(select(&cs, &[], &[]).unwrap()), ["a", "b", "c"]);
+        assert_eq!(
+            ids(select(&cs, &["c".into(), "a".into()], &[]).unwrap()),
+            ["a", "c"]
+        );
+        assert_eq!(ids(select(&cs, &[], &["b".into()]).unwrap()), ["a", "c"]);
+        assert!(
+            select(&cs, &["zz".into()], &[])
+                .unwrap_err()
+                .contains("`zz`")
+        );
+    }
+}

@@ -1,0 +1,72 @@
+//! `preflight status`: one line for a tmux status bar, read from the service's SQLite store
+//! (the trigger-maintained `log_counts` and the `meta` table) — no log files are scanned.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use rusqlite::{Connection, OpenFlags};
+
+use super::store::{read_log_counts, read_meta};
+
+/// A service whose heartbeat is older than this is shown as down.
+const STALE_MS: i64 = 15_000;
+
+pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
+    let db = super::db_path(data_dir);
+    let conn = Connection::open_with_flags(
+        &db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening {}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_millis(200))?;
+    let (warn, err) = read_log_counts(&conn)?;
+    let meta = |k| -> anyhow::Result<Option<String>> { Ok(read_meta(&conn, k)?) };
+    let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
+    let started = num(meta("started_at_ms")?);
+    let heartbeat = num(meta("heartbeat_ms")?);
+    let stopped = num(meta("stopped_at_ms")?);
+    let breaker = meta("breaker.feed")?.unwrap_or_else(|| "unknown".into());
+    let now = super::now_ms();
+    let up = stopped.is_none() && heartbeat.is_some_and(|h| now - h < STALE_MS);
+    let uptime_s = started.map(|s| (now - s).max(0) / 1000).unwrap_or(0);
+    match format {
+        "json" => Ok(serde_json::json!({
+            "up": up,
+            "uptime_seconds": if up { uptime_s } else { 0 },
+            "warnings": warn,
+            "errors": err,
+            "breakers": {"feed": breaker},
+        })
+        .to_string()),
+        "tmux" => {
+            let state = if up {
+                format!("✔ up {}", human(uptime_s))
+            } else {
+                "✘ down".to_string()
+            };
+            Ok(format!(
+                "core {state} | warn {warn} err {err} | brk feed:{breaker}"
+            ))
+        }
+        other => anyhow::bail!("unknown status format `{other}` (expected tmux or json)"),
+    }
+}
+
+fn human(s: i64) -> String {
+    match s {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human_durations() {
+        assert_eq!(super::human(5), "5s");
+        assert_eq!(super::human(3 * 3600 + 5), "3h");
+        assert_eq!(super::human(2 * 86_400), "2d");
+    }
+}

@@ -1,0 +1,217 @@
+//! Helpers to run the real `preflight serve` binary on a loopback port in a temporary data
+//! directory, and to talk to it from distinct loopback source addresses.
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn config(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("config")
+        .join(name)
+}
+
+/// A config derived from `base` by exact text replacements (each must apply), written into
+/// `dir`.
+pub fn patched(base: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
+    let mut text = std::fs::read_to_string(config(base)).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "`{from}` not in {base}");
+        text = text.replacen(from, to, 1);
+    }
+    let p = dir.join(format!("test-{}", base));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// A running service; killed on drop.
+pub struct Service {
+    pub child: Child,
+    pub url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+}
+
+static NEXT_ADDR: AtomicU32 = AtomicU32::new(1);
+
+/// A fresh loopback source address (127.x.y.z, never 127.0.0.1), unique in this process.
+pub fn fresh_ip() -> IpAddr {
+    let n = NEXT_ADDR.fetch_add(1, Ordering::Relaxed) + ((std::process::id() % 64) << 16);
+    let [_, b, c, d] = n.to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(127, b.max(1), c, d.max(2)))
+}
+
+impl Service {
+    pub fn start(config: &Path, data_dir: &Path) -> Service {
+        Self::start_with(config, data_dir, Some(&random_token()))
+    }
+
+    pub fn start_with(config: &Path, data_dir: &Path, token: Option<&str>) -> Service {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_preflight"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("PREFLIGHT_ADMIN_TOKEN")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        std::fs::create_dir_all(data_dir).unwrap();
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("stderr.txt"))
+            .unwrap();
+        cmd.stderr(Stdio::from(err));
+        if let Some(t) = token {
+            cmd.args(["--admin-token", t]);
+        }
+        let mut child = cmd.spawn().expect("spawn preflight serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let Some(url) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data_dir.join("stderr.txt")).unwrap_or_default();
+            panic!("service did not start: first line {line:?}\n{log}");
+        };
+        Service {
+            child,
+            url: url.to_string(),
+            token: token.unwrap_or_default().to_string(),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// A client with its own source address (so rate limits do not spill between tests).
+    pub fn client(&self) -> reqwest::Client {
+        client_from(fresh_ip())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn admin(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let c = reqwest::Client::new();
+        let req = match method {
+            "DELETE" => c.delete(self.url(path)),
+            _ => c.post(self.url(path)).json(&body),
+        };
+        let r = req.bearer_auth(&self.token).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn status(&self) -> Value {
+        get_json(&reqwest::Client::new(), &self.url("/status"))
+            .await
+            .1
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one unlabelled or labelled series in `/metrics`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        metric_value(&text, series)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "service did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client_from(ip: IpAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn random_token() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+        .collect()
+}
+
+pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {
+    let r = c.get(url).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn post_json(c: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    let r = c.post(url).json(body).send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// Polls `f` until it returns `Some`, or panics at the deadline.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
