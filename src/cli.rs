@@ -212,9 +212,11 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let report = match runtime.block_on(crate::engine::run::check(opts)) {
         Ok(r) => r,
         Err(CheckFailure::Invalid(diags)) => {
-            for d in &diags {
-                eprintln!("{}", render_diagnostic(d));
-            }
+            let opts = crate::policy::render::RenderOpts {
+                color: std::io::stderr().is_terminal(),
+            };
+            let mut sources = crate::policy::render::Sources::new();
+            crate::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
             let errors = diags.iter().filter(|d| d.is_error()).count();
             eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
             return Ok(exit::USAGE);
@@ -254,20 +256,6 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Verdict::NoGo => exit::NO_GO,
         Verdict::Inconclusive => exit::INCONCLUSIVE,
     })
-}
-
-/// `file:line:col: error[code]: message` and the hint, for stderr.
-fn render_diagnostic(d: &crate::policy::Diagnostic) -> String {
-    let level = if d.is_error() { "error" } else { "warning" };
-    let at = match d.pos {
-        Some(p) => format!("{}:{}:{}", d.file.display(), p.line, p.col),
-        None => d.file.display().to_string(),
-    };
-    let mut s = format!("{at}: {level}[{}]: {}", d.code, d.message);
-    if let Some(h) = &d.hint {
-        s.push_str(&format!("\n  hint: {h}"));
-    }
-    s
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {
