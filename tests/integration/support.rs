@@ -215,3 +215,12 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Serializes the tests whose verdicts depend on timing or that load the machine (bursts,
+/// floods, latency budgets, kill -9 loops): on a 2-core box two of them at once would measure
+/// each other. Cheap tests still run in parallel. Poison-tolerant: one failed test must not
+/// fail the rest.
+pub fn timing() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
