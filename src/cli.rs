@@ -19,10 +19,33 @@ pub mod exit {
     pub const INCONCLUSIVE: u8 = 3;
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  # prove the default policy against the bundled service (spawned for the run)
+  preflight check
+  # the same service without its hardening: NO-GO, naming each defect
+  preflight check --config config/before-hardening.yaml
+  # read-only checks against a running service
+  preflight check policies/smoke.yaml --target http://127.0.0.1:8080
+  # a CI gate: exit code plus a JUnit report
+  preflight check --format junit --output report.xml
+  # validate policies and runbooks without running anything
+  preflight lint policies/ runbooks/
+
+Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran), 3 INCONCLUSIVE.
+Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/api.md";
+
 /// preflight decides whether a service is fit to deploy by proving its hardening
 /// requirements against a running instance.
 #[derive(Debug, Parser)]
-#[command(name = "preflight", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "preflight",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

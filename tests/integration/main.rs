@@ -6,6 +6,7 @@
 #![allow(clippy::await_holding_lock)]
 
 mod check;
+mod cli;
 mod exercise;
 mod policy;
 mod service;

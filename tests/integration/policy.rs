@@ -68,9 +68,17 @@ fn invalid_fixtures() {
 
 #[test]
 fn shipped_policies_lint_clean() {
-    let dir = manifest().join("policies");
-    let files = preflight::policy::find_policy_files(&[dir]).expect("policies/ readable");
-    assert!(files.len() >= 2, "{files:?}");
+    // Every policy file, and every runbook with ```preflight blocks (DESIGN §8: lint keeps the
+    // runbooks from rotting).
+    let dirs = [manifest().join("policies"), manifest().join("runbooks")];
+    let files = preflight::policy::find_policy_files(&dirs).expect("policies/ readable");
+    assert!(files.len() >= 3, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("runbooks/operator-cheatsheet.md")),
+        "the operator runbook has no ```preflight blocks: {files:?}"
+    );
     for f in files {
         match load_with(&[rel(&f)], &opts()) {
             Ok(loaded) => {
