@@ -219,6 +219,9 @@ impl Default for LogsConfig {
 pub struct DetectorsConfig {
     /// The defect: re-create detectors on every build and keep the old ones.
     pub rebuild_per_build: bool,
+    /// A second, tunable defect: bytes each graph build allocates, fills and keeps forever
+    /// (reachable, resident). `0` = none.
+    pub leak_bytes_per_build: Size,
     pub stale_after: Dur,
     pub steam_span: Dur,
     pub steam_min_move: Percent,
@@ -229,6 +232,7 @@ impl Default for DetectorsConfig {
     fn default() -> Self {
         DetectorsConfig {
             rebuild_per_build: false,
+            leak_bytes_per_build: Size(0),
             stale_after: Dur::from_secs(120),
             steam_span: Dur::from_secs(30),
             steam_min_move: Percent(0.02),
@@ -277,7 +281,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads and validates a config file, following `extends:` to the files it builds on.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -287,31 +291,19 @@ impl Config {
         Self::parse(&file, &src)
     }
 
-    /// Parses config text; `file` is only used in messages.
+    /// Parses config text. `file` names it in messages and is where a relative `extends:`
+    /// is resolved from (the extended files are read from disk).
     pub fn parse(file: &str, src: &str) -> Result<Config, ConfigError> {
-        let doc = crate::yaml::parse(src).map_err(|e| ConfigError::Invalid {
-            file: file.into(),
-            line: e.pos.line,
-            col: e.pos.col,
-            field: String::new(),
-            message: e.message,
-        })?;
-        let value = match doc.value {
-            serde_json::Value::Null => serde_json::json!({}),
-            ref v => v.clone(),
-        };
+        let mut layers = Vec::new();
+        let value = resolve(Path::new(file), src, &mut Vec::new(), &mut layers)?;
         let invalid = |field: &str, message: String| {
-            let pointer = if field.is_empty() || field == "." {
-                String::new()
-            } else {
-                format!("/{}", field.replace('.', "/"))
-            };
-            let pos = doc.locate(&pointer);
+            let field = field.trim_start_matches('.');
+            let (file, pos) = locate(&layers, &pointer_of(field), &message);
             ConfigError::Invalid {
-                file: file.into(),
+                file,
                 line: pos.line,
                 col: pos.col,
-                field: field.trim_start_matches('.').to_string(),
+                field: field.to_string(),
                 message,
             }
         };
@@ -401,6 +393,160 @@ impl Config {
     }
 }
 
+/// One file of an `extends:` chain: its name (as shown in messages) and its positions.
+struct Layer {
+    file: String,
+    doc: crate::yaml::Document,
+}
+
+/// Parses `src` (the text of `path`) and, when it has `extends: <file>`, the chain of files it
+/// builds on; returns their deep merge (mappings merged key by key, anything else replaced
+/// by the extending file) with `extends` removed. `layers` receives every file, the
+/// extending one first; `chain` holds the files being resolved, to report cycles.
+fn resolve(
+    path: &Path,
+    src: &str,
+    chain: &mut Vec<PathBuf>,
+    layers: &mut Vec<Layer>,
+) -> Result<serde_json::Value, ConfigError> {
+    use serde_json::Value;
+    let file = path.display().to_string();
+    let doc = crate::yaml::parse(src).map_err(|e| ConfigError::Invalid {
+        file: file.clone(),
+        line: e.pos.line,
+        col: e.pos.col,
+        field: String::new(),
+        message: e.message,
+    })?;
+    let mut value = match &doc.value {
+        Value::Null => Value::Object(Default::default()),
+        v => v.clone(),
+    };
+    let extends = value.as_object_mut().and_then(|m| m.remove("extends"));
+    let at = doc.locate("/extends");
+    layers.push(Layer {
+        file: file.clone(),
+        doc,
+    });
+    let Some(extends) = extends else {
+        return Ok(value);
+    };
+    let invalid = |message: String| ConfigError::Invalid {
+        file: file.clone(),
+        line: at.line,
+        col: at.col,
+        field: "extends".into(),
+        message,
+    };
+    let rel = match extends {
+        Value::String(s) if !s.trim().is_empty() => s,
+        _ => return Err(invalid("expected the path of a config file".into())),
+    };
+    let base = path.parent().unwrap_or(Path::new("")).join(&rel);
+    // Cycles are found on canonical paths, so `a.yaml` and `./x/../a.yaml` are the same file.
+    let me = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let them = std::fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+    chain.push(me);
+    if let Some(i) = chain.iter().position(|p| *p == them) {
+        let names: Vec<String> = chain[i..]
+            .iter()
+            .chain(std::iter::once(&them))
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(invalid(format!("`extends` cycle: {}", names.join(" → "))));
+    }
+    let base_src = std::fs::read_to_string(&base).map_err(|e| {
+        invalid(format!(
+            "cannot read the extended file `{rel}` ({}): {e}",
+            base.display()
+        ))
+    })?;
+    let mut merged = resolve(&base, &base_src, chain, layers)?;
+    chain.pop();
+    merge(&mut merged, value);
+    Ok(merged)
+}
+
+/// Deep merge at the JSON level: mappings key by key; sequences and scalars replaced.
+fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
+    use serde_json::Value;
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_object() && v.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `rate_limit.exempt[1]` → `/rate_limit/exempt/1`.
+fn pointer_of(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        return String::new();
+    }
+    let mut out = String::new();
+    for part in field.split('.') {
+        let (name, rest) = part.split_once('[').unwrap_or((part, ""));
+        out.push('/');
+        out.push_str(&crate::yaml::escape_token(name));
+        for idx in rest.split('[') {
+            let idx = idx.trim_end_matches(']');
+            if !idx.is_empty() {
+                out.push('/');
+                out.push_str(idx);
+            }
+        }
+    }
+    out
+}
+
+/// Where the value at `pointer` of the merged config was written: the file of the chain
+/// closest to the extending one that has the node, or else its nearest ancestor. For an
+/// unknown field, the field itself is looked for first.
+fn locate(layers: &[Layer], pointer: &str, message: &str) -> (String, crate::yaml::Pos) {
+    let mut candidates = Vec::new();
+    if let Some(name) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+        .map(|(n, _)| n)
+    {
+        let own = format!("/{}", crate::yaml::escape_token(name));
+        if !pointer.ends_with(&own) {
+            candidates.push(format!("{pointer}{own}"));
+        }
+    }
+    let mut p = pointer;
+    loop {
+        candidates.push(p.to_string());
+        match p.rfind('/') {
+            Some(i) => p = &p[..i],
+            None => break,
+        }
+    }
+    for c in &candidates {
+        for layer in layers {
+            if let Some(span) = layer.doc.spans.get(c.as_str()) {
+                return (layer.file.clone(), span.value);
+            }
+        }
+    }
+    let file = layers.first().map(|l| l.file.clone()).unwrap_or_default();
+    (
+        file,
+        crate::yaml::Pos {
+            line: 1,
+            col: 1,
+            offset: 0,
+        },
+    )
+}
+
 /// Parses `10.0.0.1` or `10.0.0.0/8` into (network, prefix length).
 pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
     let (addr, len) = match s.split_once('/') {
@@ -435,6 +581,7 @@ pub fn cidr_contains((net, len): (IpAddr, u8), ip: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn defaults_and_partial_files() {
@@ -468,6 +615,201 @@ mod tests {
         let e = Config::parse("c.yaml", "rate_limit:\n  brust: 5\n").unwrap_err();
         let s = e.to_string();
         assert!(s.contains("rate_limit") && s.contains("brust"), "{s}");
+    }
+
+    /// Writes `files` (name, text) into a fresh directory.
+    fn files(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        dir
+    }
+
+    const BASE: &str = "listen: 127.0.0.1:9\nrate_limit:\n  burst: 7\n  per_second: 3\n  exempt: [/a, /b]\nseed:\n  markets: 2\n";
+
+    #[test]
+    fn extends_deep_merges_mappings_and_replaces_the_rest() {
+        let dir = files(&[
+            ("base.yaml", BASE),
+            (
+                "sub/child.yaml",
+                "extends: ../base.yaml\nrate_limit:\n  burst: 9\n  exempt: [/c]\nshedding:\n  enabled: false\n",
+            ),
+        ]);
+        let c = Config::load(&dir.path().join("sub/child.yaml")).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9", "inherited scalar");
+        assert_eq!(c.rate_limit.burst, 9, "overridden inside a merged mapping");
+        assert_eq!(c.rate_limit.per_second, 3, "sibling kept by the deep merge");
+        assert_eq!(
+            c.rate_limit.exempt,
+            vec!["/c".to_string()],
+            "sequence replaced"
+        );
+        assert!(!c.shedding.enabled);
+        assert_eq!(c.seed.unwrap().markets, 2);
+        // Chains: a grandchild sees both.
+        std::fs::write(
+            dir.path().join("sub/grand.yaml"),
+            "extends: child.yaml\nlisten: 127.0.0.1:10\n",
+        )
+        .unwrap();
+        let c = Config::load(&dir.path().join("sub/grand.yaml")).unwrap();
+        assert_eq!(
+            (
+                c.listen.as_str(),
+                c.rate_limit.burst,
+                c.rate_limit.per_second
+            ),
+            ("127.0.0.1:10", 9, 3)
+        );
+    }
+
+    #[test]
+    fn extends_errors_point_at_the_file_that_wrote_the_value() {
+        let dir = files(&[
+            ("base.yaml", "rate_limit:\n  burst: 0\n  per_second: 2\n"),
+            (
+                "child.yaml",
+                "extends: base.yaml\n\nrate_limit:\n  enabled: true\n",
+            ),
+            (
+                "fixed.yaml",
+                "extends: base.yaml\nrate_limit:\n  burst: 5\n  per_second: 0\n",
+            ),
+            (
+                "typo.yaml",
+                "extends: base.yaml\nrate_limit:\n  burst: 3\n  brust: 4\n",
+            ),
+        ]);
+        let base = dir.path().join("base.yaml").display().to_string();
+        // The bad value is inherited: reported in the base file.
+        let e = Config::load(&dir.path().join("child.yaml")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("{base}:2:10: rate_limit.burst: expected a positive integer")
+        );
+        // The bad value is the child's own.
+        let fixed = dir.path().join("fixed.yaml");
+        let e = Config::load(&fixed).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:4:15: rate_limit.per_second: expected a positive integer",
+                fixed.display()
+            )
+        );
+        // An unknown field is located at the field itself.
+        let typo = dir.path().join("typo.yaml");
+        let e = Config::load(&typo).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:4:10: ", typo.display())), "{e}");
+        assert!(e.contains("brust"), "{e}");
+    }
+
+    #[test]
+    fn extends_missing_file_and_cycles_are_clear_errors() {
+        let dir = files(&[
+            ("a.yaml", "# a\nextends: b.yaml\n"),
+            ("b.yaml", "extends: ./a.yaml\n"),
+            ("self.yaml", "extends: self.yaml\n"),
+            ("lost.yaml", "listen: x\nextends: nowhere.yaml\n"),
+            ("num.yaml", "extends: 3\n"),
+        ]);
+        let at = |n: &str| dir.path().join(n).display().to_string();
+        let e = Config::load(&dir.path().join("a.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:1:10: extends: `extends` cycle: ",
+                at("b.yaml")
+            )),
+            "{e}"
+        );
+        assert!(e.contains("a.yaml → ") && e.ends_with("a.yaml"), "{e}");
+        let e = Config::load(&dir.path().join("self.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`extends` cycle"), "{e}");
+        let e = Config::load(&dir.path().join("lost.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:2:10: extends: cannot read the extended file `nowhere.yaml`",
+                at("lost.yaml")
+            )),
+            "{e}"
+        );
+        let e = Config::load(&dir.path().join("num.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("extends: expected the path of a config file"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn shipped_profiles_load() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut paths = vec![root.join("core.yaml"), root.join("before-hardening.yaml")];
+        for e in std::fs::read_dir(root.join("regressions")).unwrap() {
+            paths.push(e.unwrap().path());
+        }
+        for p in &paths {
+            Config::load(p).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    /// Every leaf (JSON Pointer → value) of a profile after `extends` is resolved.
+    fn leaves(path: &Path) -> BTreeMap<String, serde_json::Value> {
+        fn walk(v: &serde_json::Value, at: String, out: &mut BTreeMap<String, serde_json::Value>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        walk(v, format!("{at}/{k}"), out);
+                    }
+                }
+                v => {
+                    out.insert(at, v.clone());
+                }
+            }
+        }
+        let src = std::fs::read_to_string(path).unwrap();
+        let v = resolve(path, &src, &mut Vec::new(), &mut Vec::new()).unwrap();
+        let mut out = BTreeMap::new();
+        walk(&v, String::new(), &mut out);
+        out
+    }
+
+    /// Guards the regression matrix: each profile in `config/regressions/` differs from
+    /// `core.yaml` in exactly one field (its defect).
+    #[test]
+    fn each_regression_profile_changes_exactly_one_field() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let core = leaves(&root.join("core.yaml"));
+        for e in std::fs::read_dir(root.join("regressions")).unwrap() {
+            let p = e.unwrap().path();
+            let prof = leaves(&p);
+            let changed: Vec<&String> = prof
+                .keys()
+                .chain(core.keys())
+                .filter(|k| prof.get(*k) != core.get(*k))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            assert_eq!(changed.len(), 1, "{}: {changed:?}", p.display());
+        }
+    }
+
+    #[test]
+    fn field_paths_become_pointers() {
+        assert_eq!(pointer_of(""), "");
+        assert_eq!(pointer_of("rate_limit.burst"), "/rate_limit/burst");
+        assert_eq!(pointer_of("rate_limit.exempt[1]"), "/rate_limit/exempt/1");
     }
 
     #[test]

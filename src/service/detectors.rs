@@ -3,7 +3,8 @@
 //! counted (constructor increments, `Drop` decrements) so `detector_instances` is honest.
 //!
 //! `rebuild_per_build` reproduces the defect the hardening fixed: a fresh set per build,
-//! and the old sets pushed onto a list nobody clears.
+//! and the old sets pushed onto a list nobody clears. `leak_bytes_per_build` is a leak of a
+//! chosen size with the detectors otherwise correct (for calibrating memory checks).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -234,6 +235,8 @@ pub struct Detectors {
     set: Vec<Detector>,
     /// The defect: every set ever built, never cleared (only with `rebuild_per_build`).
     retired: Vec<Vec<Detector>>,
+    /// The tunable defect: `leak_bytes_per_build` bytes per build, kept for good.
+    leaked: Vec<Box<[u8]>>,
     pub builds: u64,
     pub last: Vec<Detection>,
 }
@@ -244,6 +247,7 @@ impl Detectors {
             cfg,
             set: new_set(),
             retired: Vec::new(),
+            leaked: Vec::new(),
             builds: 0,
             last: Vec::new(),
         }
@@ -258,6 +262,13 @@ impl Detectors {
             }
             let old = std::mem::replace(&mut self.set, fresh);
             self.retired.push(old);
+        }
+        let leak = self.cfg.leak_bytes_per_build.0 as usize;
+        if leak > 0 {
+            // Every byte written (a pattern, not zeros, so no page is left untouched or
+            // shared with the zero page): the leak is resident, as a real one is.
+            let pattern = (self.builds as u8) | 0x5a;
+            self.leaked.push(vec![pattern; leak].into_boxed_slice());
         }
         let mut out = Vec::new();
         for d in &mut self.set {
@@ -342,5 +353,27 @@ mod tests {
         }
         assert_eq!(d.retired.len(), 5);
         assert_eq!(d.retired.iter().map(Vec::len).sum::<usize>(), 20);
+        assert!(d.leaked.is_empty());
+    }
+
+    #[test]
+    fn leak_bytes_per_build_keeps_filled_blocks() {
+        let g = Graph::default();
+        let cfg = DetectorsConfig {
+            leak_bytes_per_build: crate::units::Size(1024),
+            ..DetectorsConfig::default()
+        };
+        let mut d = Detectors::new(cfg);
+        for _ in 0..3 {
+            d.run(&g);
+        }
+        // The detectors themselves are still reused; only the blocks accumulate.
+        assert_eq!((d.set.len(), d.retired.len()), (4, 0));
+        assert_eq!(d.leaked.len(), 3);
+        assert!(
+            d.leaked
+                .iter()
+                .all(|b| b.len() == 1024 && b.iter().all(|&x| x != 0))
+        );
     }
 }

@@ -5,9 +5,11 @@
 // blocks only itself.
 #![allow(clippy::await_holding_lock)]
 
+mod app;
 mod check;
 mod cli;
 mod exercise;
+mod matrix;
 mod policy;
 mod service;
 mod support;

@@ -188,6 +188,47 @@ async fn rate_limit_burst_then_429_with_headers_per_address() {
     .await;
 }
 
+/// Guards the limiter's memory bound over time: buckets of clients that went quiet are
+/// dropped by the periodic cleanup (`ratelimit_tracked_clients` falls back to 0).
+#[tokio::test]
+async fn idle_rate_limit_clients_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = patched(
+        "core.yaml",
+        dir.path(),
+        &[(
+            "  idle_timeout: 60s\n  cleanup_interval: 10s\n",
+            "  idle_timeout: 1s\n  cleanup_interval: 200ms\n",
+        )],
+    );
+    let svc = Service::start(&cfg, &dir.path().join("data"));
+    // `/metrics` is exempt, so reading the gauge tracks no client of its own.
+    let tracked = || async { svc.metric("ratelimit_tracked_clients").await };
+    let clients: Vec<_> = (0..20).map(|_| svc.client()).collect();
+    let started = Instant::now();
+    for c in &clients {
+        let (s, _) = get_json(c, &svc.url("/v1/detections")).await;
+        assert_eq!(s, 200);
+    }
+    let seen = tracked().await.unwrap();
+    // Each bucket is full again 100 ms after its one request and dropped 1 s later, so all
+    // 20 are still there unless this box stalled for over a second.
+    if started.elapsed() < Duration::from_millis(1000) {
+        assert!(seen >= 20.0, "{seen} tracked right after 20 clients");
+    }
+    eventually("idle buckets dropped", Duration::from_secs(15), || async {
+        (tracked().await == Some(0.0)).then_some(())
+    })
+    .await;
+    // A client that comes back is served as a new one.
+    let r = clients[0]
+        .get(svc.url("/v1/detections"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 #[tokio::test]
 async fn a_spray_of_forwarded_addresses_is_capped() {
     let _timing = crate::support::timing();
@@ -706,7 +747,10 @@ async fn before_a_slow_query_runs_to_completion_and_the_breaker_never_opens() {
     let cfg = patched(
         "before-hardening.yaml",
         dir.path(),
-        &[("  interval: 10s\n", "  interval: 0s\n")],
+        &[(
+            "extends: core.yaml\n",
+            "extends: core.yaml\nfeed:\n  interval: 0s\n",
+        )],
     );
     let svc = Service::start(&cfg, &dir.path().join("data"));
     svc.admin(

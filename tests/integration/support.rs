@@ -24,7 +24,16 @@ pub fn patched(base: &str, dir: &Path, edits: &[(&str, &str)]) -> PathBuf {
         assert!(text.contains(from), "`{from}` not in {base}");
         text = text.replacen(from, to, 1);
     }
-    let p = dir.join(format!("test-{}", base));
+    // The copy lives elsewhere: a relative `extends:` must still reach the shipped file.
+    let parent = config(base).parent().unwrap().to_path_buf();
+    let text: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("extends: ") {
+            Some(rel) => format!("extends: {}\n", parent.join(rel.trim()).display()),
+            None => format!("{l}\n"),
+        })
+        .collect();
+    let p = dir.join(format!("test-{}", base.replace('/', "-")));
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -39,11 +48,16 @@ pub struct Service {
 
 static NEXT_ADDR: AtomicU32 = AtomicU32::new(1);
 
-/// A fresh loopback source address (127.x.y.z, never 127.0.0.1), unique in this process.
+/// A fresh loopback source address (127.x.y.z, never in 127.0.0.0/16), unique in this
+/// process.
 pub fn fresh_ip() -> IpAddr {
-    let n = NEXT_ADDR.fetch_add(1, Ordering::Relaxed) + ((std::process::id() % 64) << 16);
-    let [_, b, c, d] = n.to_be_bytes();
-    IpAddr::V4(Ipv4Addr::new(127, b.max(1), c, d.max(2)))
+    // Regression: `d.max(2)` used to map the counter's low bytes 0, 1 and 2 to the same
+    // address, so two "fresh" clients could share one rate-limit bucket.
+    let n = NEXT_ADDR.fetch_add(1, Ordering::Relaxed);
+    let d = 2 + (n % 250) as u8;
+    let c = ((n / 250) % 256) as u8;
+    let b = 1 + ((std::process::id() % 64 + n / (250 * 256)) % 250) as u8;
+    IpAddr::V4(Ipv4Addr::new(127, b, c, d))
 }
 
 impl Service {
