@@ -37,6 +37,17 @@ fn status_class(s: &str) -> &'static str {
     }
 }
 
+/// A tick label precise enough that ticks `step` apart read differently (a narrow RSS range
+/// printed `16.7, 16.7, 16.6` otherwise).
+fn tick_at(v: f64, step: f64) -> String {
+    let step = step.abs();
+    if step >= 1.0 || !step.is_finite() || step == 0.0 {
+        return tick(v);
+    }
+    let decimals = ((-step.log10()).ceil() as usize).min(4);
+    format!("{v:.decimals$}")
+}
+
 /// A short tick label.
 fn tick(v: f64) -> String {
     let a = v.abs();
@@ -109,6 +120,13 @@ pub fn svg(chart: &Chart) -> String {
     if bars || y0 > 0.0 && chart.kind == ChartKind::Steps {
         y0 = y0.min(0.0);
     }
+    // Named levels (the breaker's states) are all on the axis, whichever were visited.
+    let named = named_levels(&chart.y_label);
+    for (level, _) in &named {
+        y0 = y0.min(*level);
+        y1 = y1.max(*level);
+    }
+    let non_negative = y0 >= 0.0;
     if x1 <= x0 {
         x1 = x0 + 1.0;
     }
@@ -120,6 +138,10 @@ pub fn svg(chart: &Chart) -> String {
         y1 += pad;
         if y0 != 0.0 {
             y0 -= pad;
+        }
+        // Latencies, counts and bytes are never negative: no axis below zero for them.
+        if non_negative {
+            y0 = y0.max(0.0);
         }
     }
     let n_bars = chart.series.first().map_or(0, |s| s.points.len()).max(1) as f64;
@@ -133,12 +155,11 @@ pub fn svg(chart: &Chart) -> String {
     let sy = |y: f64| mt + ph - (y - y0) / (y1 - y0) * ph;
     // Axes and grid. A y label such as `0 closed · 1 half-open · 2 open` names the levels:
     // the y ticks are then those levels, labelled by name.
-    let named = named_levels(&chart.y_label);
     let y_ticks: Vec<(f64, String)> = if named.is_empty() {
         (0..=4)
             .map(|i| {
                 let fy = y0 + (y1 - y0) * i as f64 / 4.0;
-                (fy, tick(fy))
+                (fy, tick_at(fy, (y1 - y0) / 4.0))
             })
             .collect()
     } else {
@@ -162,7 +183,7 @@ pub fn svg(chart: &Chart) -> String {
             r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#444">{}</text>"##,
             sx(fx),
             mt + ph + 14.0,
-            tick(fx)
+            tick_at(fx, (x1 - x0) / 4.0)
         );
     }
     let _ = write!(
@@ -453,7 +474,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::Series;
+    use crate::report::{CheckResult, Series};
 
     fn chart(kind: ChartKind) -> Chart {
         Chart {
@@ -499,5 +520,155 @@ mod tests {
             ..chart(ChartKind::Line)
         };
         assert!(svg(&empty).contains("no data"));
+    }
+
+    fn result(id: &str, status: crate::engine::context::Status, charts: Vec<Chart>) -> CheckResult {
+        CheckResult {
+            id: id.into(),
+            kind: "memory_growth".into(),
+            severity: crate::policy::Severity::Critical,
+            description: Some(format!("{id} <described>")),
+            status,
+            blocking: true,
+            waived: None,
+            attempts: 1,
+            duration_ms: 12,
+            summary: format!("{id} summary"),
+            observations: vec![crate::engine::context::Observation::new(
+                "RSS growth",
+                "≤ 1KiB",
+                "17766 B",
+                status == crate::engine::context::Status::Pass,
+            )],
+            sent: vec!["POST /v1/graph/build".into()],
+            requests: 3,
+            evidence: serde_json::json!({"samples": [[0, 1]]}),
+            charts,
+        }
+    }
+
+    fn report() -> Report {
+        use crate::engine::context::Status;
+        use crate::report::{Counts, PolicyInfo, TargetInfo, Verdict};
+        Report {
+            schema_version: crate::report::SCHEMA_VERSION,
+            tool: "preflight 0.1.0".into(),
+            policy: PolicyInfo {
+                name: "production-hardening".into(),
+                description: Some("Pre-deploy gate.".into()),
+                files: vec![],
+            },
+            target: TargetInfo {
+                url: "http://127.0.0.1:PORT".into(),
+                spawned: true,
+                config: Some("config/before-hardening.yaml".into()),
+                capabilities: vec![],
+            },
+            started_at: "2026-01-01T00:00:00Z".into(),
+            duration_ms: 4567,
+            verdict: Verdict::NoGo,
+            verdict_reason: "1 check at a blocking severity did not pass: leaky (FAIL).".into(),
+            block_on: vec![],
+            counts: Counts {
+                pass: 1,
+                fail: 1,
+                error: 0,
+                skip: 0,
+                waived: 0,
+            },
+            waivers: vec![],
+            results: vec![
+                result(
+                    "fine",
+                    Status::Pass,
+                    vec![chart(ChartKind::Steps), chart(ChartKind::Bars)],
+                ),
+                result("leaky", Status::Fail, vec![chart(ChartKind::Scatter)]),
+            ],
+        }
+    }
+
+    /// The page is one self-contained document: no scripts, no external resources, one
+    /// `<svg>` per chart, the verdict in the banner before any result, failures listed first
+    /// and marked.
+    #[test]
+    fn page_is_self_contained_with_verdict_first_and_failures_marked() {
+        let mut buf = Vec::new();
+        write(&report(), &mut buf, &RenderOpts { color: false }).unwrap();
+        let page = String::from_utf8(buf).unwrap();
+        assert!(page.starts_with("<!DOCTYPE html>") && page.trim_end().ends_with("</html>"));
+        for banned in [
+            "<script",
+            "<link",
+            "<img",
+            "<iframe",
+            "@import",
+            "url(",
+            "src=",
+            "href=\"http",
+            "href=\"//",
+        ] {
+            assert!(!page.contains(banned), "external resource `{banned}`");
+        }
+        // Only in-page anchors.
+        assert!(
+            page.match_indices("href=\"")
+                .all(|(i, _)| page[i + 6..].starts_with('#')),
+            "every link is an in-page anchor"
+        );
+        assert_eq!(page.matches("<svg").count(), 3, "one <svg> per chart");
+        assert_eq!(page.matches("</svg>").count(), 3);
+        let banner = page.find("class=\"banner fail\"").expect("verdict banner");
+        assert!(page[banner..].contains("NO-GO"));
+        let first_result = page.find("<h2>Results</h2>").unwrap();
+        assert!(banner < first_result, "verdict before the results");
+        let attention = page.find("Did not pass (1)").expect("failures listed");
+        assert!(attention < first_result);
+        assert!(page[attention..first_result].contains("href=\"#leaky\""));
+        assert!(!page[attention..first_result].contains("href=\"#fine\""));
+        assert!(page.contains("<section id=\"leaky\" class=\"bad\">"));
+        assert!(page.contains("<section id=\"fine\">"));
+        // Escaped, and the summary shown beside the description.
+        assert!(page.contains("leaky &lt;described&gt;") && page.contains("leaky summary"));
+        // The fitted line and axis labels are drawn.
+        assert!(page.contains("stroke-dasharray") && page.contains(">iteration</text>"));
+    }
+
+    #[test]
+    fn ticks_are_distinct_on_a_narrow_range() {
+        let labels: Vec<String> = (0..=4)
+            .map(|i| tick_at(16.5 + 0.05 * f64::from(i), 0.05))
+            .collect();
+        assert_eq!(labels, ["16.50", "16.55", "16.60", "16.65", "16.70"]);
+        assert_eq!(tick_at(1500.0, 500.0), "1500");
+        // A latency axis never goes below zero.
+        let c = Chart {
+            title: "latency".into(),
+            kind: ChartKind::Scatter,
+            x_label: "answer".into(),
+            y_label: "ms".into(),
+            series: vec![Series {
+                name: "accepted".into(),
+                points: vec![(0.0, 1.0), (1.0, 300.0)],
+            }],
+        };
+        assert!(!svg(&c).contains(">-"), "negative tick");
+    }
+
+    #[test]
+    fn named_levels_label_the_breaker_axis() {
+        assert_eq!(
+            named_levels("0 closed · 1 half-open · 2 open"),
+            vec![
+                (0.0, "closed".to_string()),
+                (1.0, "half-open".to_string()),
+                (2.0, "open".to_string())
+            ]
+        );
+        assert!(named_levels("RSS (MiB)").is_empty());
+        let mut c = chart(ChartKind::Steps);
+        c.y_label = "0 closed · 1 half-open · 2 open".into();
+        let s = svg(&c);
+        assert!(s.contains(">half-open</text>") && s.contains(">state</text>"));
     }
 }

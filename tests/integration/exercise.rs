@@ -323,6 +323,8 @@ fn breaker_spec(threshold: u32) -> CheckSpec {
 /// feed is a local server answering no ticks, so those polls cost no store writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breaker_counts_the_services_own_polls() {
+    // Timing-sensitive (fast-fail, reset timeout) and it loads the machine (a 2 ms feed).
+    let _alone = crate::support::timing();
     let feed = serve(axum::Router::new().route("/feed", get(|| async { "[]" }))).await;
     let feed_url = format!("  url: {feed}/feed");
     let edits = [
