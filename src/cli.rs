@@ -19,10 +19,33 @@ pub mod exit {
     pub const INCONCLUSIVE: u8 = 3;
 }
 
+const EXAMPLES: &str = "\
+Examples:
+  # prove the default policy against the bundled service (spawned for the run)
+  preflight check
+  # the same service without its hardening: NO-GO, naming each defect
+  preflight check --config config/before-hardening.yaml
+  # read-only checks against a running service
+  preflight check policies/smoke.yaml --target http://127.0.0.1:8080
+  # a CI gate: exit code plus a JUnit report
+  preflight check --format junit --output report.xml
+  # validate policies and runbooks without running anything
+  preflight lint policies/ runbooks/
+
+Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran), 3 INCONCLUSIVE.
+Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/api.md";
+
 /// preflight decides whether a service is fit to deploy by proving its hardening
 /// requirements against a running instance.
 #[derive(Debug, Parser)]
-#[command(name = "preflight", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "preflight",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -212,9 +235,11 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let report = match runtime.block_on(crate::engine::run::check(opts)) {
         Ok(r) => r,
         Err(CheckFailure::Invalid(diags)) => {
-            for d in &diags {
-                eprintln!("{}", render_diagnostic(d));
-            }
+            let opts = crate::policy::render::RenderOpts {
+                color: std::io::stderr().is_terminal(),
+            };
+            let mut sources = crate::policy::render::Sources::new();
+            crate::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
             let errors = diags.iter().filter(|d| d.is_error()).count();
             eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
             return Ok(exit::USAGE);
@@ -254,20 +279,6 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Verdict::NoGo => exit::NO_GO,
         Verdict::Inconclusive => exit::INCONCLUSIVE,
     })
-}
-
-/// `file:line:col: error[code]: message` and the hint, for stderr.
-fn render_diagnostic(d: &crate::policy::Diagnostic) -> String {
-    let level = if d.is_error() { "error" } else { "warning" };
-    let at = match d.pos {
-        Some(p) => format!("{}:{}:{}", d.file.display(), p.line, p.col),
-        None => d.file.display().to_string(),
-    };
-    let mut s = format!("{at}: {level}[{}]: {}", d.code, d.message);
-    if let Some(h) = &d.hint {
-        s.push_str(&format!("\n  hint: {h}"));
-    }
-    s
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<u8> {

@@ -122,6 +122,8 @@ enum Frame {
 
 struct Builder<'a> {
     src: &'a str,
+    /// Whether `src` is ASCII (char index = byte offset), computed once.
+    ascii: bool,
     /// Byte offset of each char index, built lazily: yaml-rust2 markers count chars.
     char_offsets: Option<Vec<usize>>,
     stack: Vec<Frame>,
@@ -137,6 +139,7 @@ impl<'a> Builder<'a> {
     fn new(src: &'a str) -> Self {
         Builder {
             src,
+            ascii: src.is_ascii(),
             char_offsets: None,
             stack: Vec::new(),
             root: None,
@@ -149,7 +152,7 @@ impl<'a> Builder<'a> {
     }
 
     fn pos(&mut self, m: &Marker) -> Pos {
-        let offset = if self.src.is_ascii() {
+        let offset = if self.ascii {
             m.index()
         } else {
             let offsets = self.char_offsets.get_or_insert_with(|| {

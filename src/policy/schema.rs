@@ -211,7 +211,7 @@ mod tests {
     use super::*;
 
     fn validator() -> jsonschema::Validator {
-        jsonschema::validator_for(&schema()).expect("the schema compiles")
+        crate::policy::load::compile(&schema()).expect("the schema compiles")
     }
 
     #[test]

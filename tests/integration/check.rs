@@ -159,6 +159,7 @@ fn target_down_is_error_and_no_go_quickly() {
 /// the check's `timeout: 2s` holds within 10%.
 #[test]
 fn a_silent_target_is_cut_off_at_the_deadline() {
+    let _timing = crate::support::timing();
     let port = serve_for(Duration::from_secs(30), |s, held| held.push(s));
     let url = format!("http://127.0.0.1:{port}");
     let run = check_json(&[
@@ -231,6 +232,7 @@ fn usage_errors_are_exit_2() {
 
 #[test]
 fn smoke_policy_is_go_on_the_spawned_service() {
+    let _timing = crate::support::timing();
     let run = check_json(&[fixture("smoke.yaml").to_str().unwrap()]);
     assert_eq!(run.code, 0, "{:#} {}", run.json, run.stderr);
     assert_eq!(run.json["target"]["spawned"], true);
@@ -256,6 +258,7 @@ fn smoke_policy_is_go_on_the_spawned_service() {
 
 #[test]
 fn leaking_detectors_are_no_go_before_hardening() {
+    let _timing = crate::support::timing();
     let run = check_json(&[
         fixture("leak.yaml").to_str().unwrap(),
         "--config",

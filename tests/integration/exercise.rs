@@ -395,7 +395,7 @@ fn summaries(report: &serde_json::Value) -> String {
 /// One test, run in sequence, so the timing-sensitive checks do not compete with each other.
 #[test]
 fn default_policy_go_on_core_and_no_go_naming_each_defect() {
-    let _alone = crate::support::default_policy_lock();
+    let _alone = crate::support::timing();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
 
     let (code, report) = check_json(&root.join("config/core.yaml"));

@@ -1,7 +1,13 @@
 //! Integration tests: one binary (every extra test binary relinks tokio, axum and reqwest).
 
+// `support::timing()` is a std mutex held across awaits on purpose: it serializes whole
+// tests, and every #[tokio::test] has its own runtime on its own thread, so a waiting test
+// blocks only itself.
+#![allow(clippy::await_holding_lock)]
+
 mod app;
 mod check;
+mod cli;
 mod exercise;
 mod matrix;
 mod policy;

@@ -68,9 +68,17 @@ fn invalid_fixtures() {
 
 #[test]
 fn shipped_policies_lint_clean() {
-    let dir = manifest().join("policies");
-    let files = preflight::policy::find_policy_files(&[dir]).expect("policies/ readable");
-    assert!(files.len() >= 2, "{files:?}");
+    // Every policy file, and every runbook with ```preflight blocks (DESIGN §8: lint keeps the
+    // runbooks from rotting).
+    let dirs = [manifest().join("policies"), manifest().join("runbooks")];
+    let files = preflight::policy::find_policy_files(&dirs).expect("policies/ readable");
+    assert!(files.len() >= 3, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("runbooks/operator-cheatsheet.md")),
+        "the operator runbook has no ```preflight blocks: {files:?}"
+    );
     for f in files {
         match load_with(&[rel(&f)], &opts()) {
             Ok(loaded) => {
@@ -262,18 +270,39 @@ fn lint_command_exit_codes() {
 
 // ---- the loader never panics -------------------------------------------------------------
 
+/// A compact policy touching most of the language (cheap to parse: the proptests run it
+/// thousands of times in debug builds).
+const COMPACT: &str = "version: 1
+name: compact
+target: {url: 'http://${env:HOST:-127.0.0.1}:8080', admin_token: ${env:PREFLIGHT_ADMIN_TOKEN}}
+gate: {block_on: [critical]}
+waivers: [{check: b, reason: r, expires: 2027-01-31}]
+checks:
+  - {id: a, kind: http, request: GET /healthz, expect: {status: [200], json: {/ready: true}}}
+  - id: b
+    kind: rate_limit
+    depends_on: [a]
+    request: GET /v1/x
+    burst: 100
+    refill: 10/s
+    tolerance: 5%
+    retry: {within: 2s}
+  - {id: c, kind: memory_growth, request: POST /b, iterations: 100, max_growth_per_iteration: 4KiB}
+";
+
 fn valid_sources() -> &'static [String] {
     static SOURCES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     SOURCES.get_or_init(|| {
-        [
-            "policies/smoke.yaml",
-            "tests/fixtures/policies/invalid/multiple-errors.yaml",
-            "tests/fixtures/policies/invalid/kind-rules.yaml",
-            "tests/fixtures/policies/valid/with-includes.yaml",
-        ]
-        .iter()
-        .map(|p| std::fs::read_to_string(manifest().join(p)).expect("readable"))
-        .collect()
+        let mut v = vec![COMPACT.to_string(), COMPACT.to_string()];
+        v.extend(
+            [
+                "policies/smoke.yaml",
+                "tests/fixtures/policies/valid/with-includes.yaml",
+            ]
+            .iter()
+            .map(|p| std::fs::read_to_string(manifest().join(p)).expect("readable")),
+        );
+        v
     })
 }
 
@@ -345,7 +374,7 @@ fn assert_loader_total(text: &str) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 8_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 7_000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_policies_give_diagnostics_not_panics(
@@ -362,7 +391,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 4_000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 3_000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn random_yaml_gives_diagnostics_not_panics(

@@ -230,9 +230,11 @@ where
     }
 }
 
-/// Held by the tests that run the whole default policy (its checks are timing-sensitive:
-/// refill counts, shed latency, fast-fail), so two such runs never overlap on this 2-core box.
-pub fn default_policy_lock() -> std::sync::MutexGuard<'static, ()> {
+/// Serializes the tests whose verdicts depend on timing or that load the machine (bursts,
+/// floods, latency budgets, kill -9 loops): on a 2-core box two of them at once would measure
+/// each other. Cheap tests still run in parallel. Poison-tolerant: one failed test must not
+/// fail the rest.
+pub fn timing() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
