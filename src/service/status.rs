@@ -6,12 +6,26 @@ use std::path::Path;
 use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
 
-use super::store::{read_log_counts, read_meta};
-
 /// A service whose heartbeat is older than this is shown as down.
 const STALE_MS: i64 = 15_000;
 
+/// Everything the line shows, in one statement: two range reads of `log_counts` on its
+/// primary key (level, code) and four primary-key reads of `meta`.
+const STATUS_SQL: &str = "SELECT
+    (SELECT COALESCE(SUM(n), 0) FROM log_counts WHERE level = 'WARN'),
+    (SELECT COALESCE(SUM(n), 0) FROM log_counts WHERE level = 'ERROR'),
+    (SELECT value FROM meta WHERE key = 'started_at_ms'),
+    (SELECT value FROM meta WHERE key = 'heartbeat_ms'),
+    (SELECT value FROM meta WHERE key = 'stopped_at_ms'),
+    (SELECT value FROM meta WHERE key = 'breaker.feed')";
+
+/// The status line. Runs as its own short-lived process every few seconds (tmux), so it is
+/// kept lean: no async runtime, no logging set up, a read-only connection with no pragmas
+/// beyond a short busy timeout, and one prepared statement.
 pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
+    if !matches!(format, "json" | "tmux") {
+        anyhow::bail!("unknown status format `{format}` (expected tmux or json)");
+    }
     let db = super::db_path(data_dir);
     let conn = Connection::open_with_flags(
         &db,
@@ -19,13 +33,31 @@ pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
     )
     .with_context(|| format!("opening {}", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_millis(200))?;
-    let (warn, err) = read_log_counts(&conn)?;
-    let meta = |k| -> anyhow::Result<Option<String>> { Ok(read_meta(&conn, k)?) };
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let (warn, err, started, heartbeat, stopped, breaker): Row = conn
+        .query_row(STATUS_SQL, [], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .with_context(|| format!("reading {}", db.display()))?;
     let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
-    let started = num(meta("started_at_ms")?);
-    let heartbeat = num(meta("heartbeat_ms")?);
-    let stopped = num(meta("stopped_at_ms")?);
-    let breaker = meta("breaker.feed")?.unwrap_or_else(|| "unknown".into());
+    let started = num(started);
+    let heartbeat = num(heartbeat);
+    let stopped = num(stopped);
+    let breaker = breaker.unwrap_or_else(|| "unknown".into());
     let now = super::now_ms();
     let up = stopped.is_none() && heartbeat.is_some_and(|h| now - h < STALE_MS);
     let uptime_s = started.map(|s| (now - s).max(0) / 1000).unwrap_or(0);

@@ -30,7 +30,7 @@ const MATRIX: &[(&str, &[&str])] = &[
 /// Profiles checked at once. The exercising checks are timing-sensitive and this is a
 /// 2-core box: with two runs at once, one run's 1 000 graph builds pushed the other's shed
 /// latency p99 to 374 ms (limit 150 ms) — a false FAIL — so they run one at a time, and
-/// not alongside the other whole-policy test (`default_policy_lock`).
+/// not alongside the other whole-policy test (`support::timing`).
 const AT_ONCE: usize = 1;
 
 /// One run is ~8–13 s in a debug build; this only stops a hung run from hanging the suite.
