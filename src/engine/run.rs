@@ -244,7 +244,9 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
             .clone()
             .filter(|s| !s.is_empty())
             .map(Secret)
-            .or(spec.admin_token);
+            // `admin_token: ${env:TOKEN}` with TOKEN set but empty means no token, as the
+            // flag does: a check must SKIP for want of it, not FAIL on 401.
+            .or(spec.admin_token.filter(|s| !s.expose().is_empty()));
         t.process = spec.process.map(|p| ProcessControl::Remote {
             pid_file: p.pid_file,
             restart: p.restart,
