@@ -1,6 +1,9 @@
 //! `circuit_breaker`: through the admin API, makes a dependency fail; the breaker must open
 //! at exactly `threshold` consecutive failures, fast-fail while open, move to half-open after
 //! `reset_timeout`, and close after a successful trial; `/status` must report each state.
+//! "Exactly `threshold`" is judged from the breaker's own `consecutive_failures` in `/status`
+//! read after every poll, so the service's own periodic calls to the dependency, which fail
+//! too while the fault is injected, are counted rather than mistaken for an early opening.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -75,7 +78,14 @@ struct Poll {
     state: String,
     /// Client-side round trip.
     elapsed_ms: f64,
+    /// The breaker's own consecutive-failure count from `/status` right after this poll
+    /// (opening phase only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consecutive_failures: Option<u32>,
 }
+
+/// Attempts at pinning the opening count when the service's own polls interleave.
+const MAX_ATTEMPTS: usize = 6;
 
 /// 0 closed, 1 half-open, 2 open: the breaker timeline's y axis.
 fn level(state: &str) -> f64 {
@@ -106,6 +116,7 @@ async fn poll(http: &Http, t0: std::time::Instant, out: &mut Outcome) -> Result<
         result: field("result"),
         state: field("state"),
         elapsed_ms,
+        consecutive_failures: None,
     })
 }
 
@@ -131,15 +142,36 @@ async fn admin_ok(
     Ok(())
 }
 
-async fn status_state(http: &Http, dep: &str) -> Result<Option<String>, CheckError> {
+/// The breaker as `/status` reports it.
+struct BreakerStatus {
+    state: Option<String>,
+    consecutive_failures: Option<u32>,
+}
+
+async fn breaker_status(http: &Http, dep: &str) -> Result<BreakerStatus, CheckError> {
     let r = http.get("/status").await?;
     if r.status != 200 {
-        return Ok(None);
+        return Ok(BreakerStatus {
+            state: None,
+            consecutive_failures: None,
+        });
     }
-    Ok(r.json()?
-        .pointer(&format!("/breakers/{dep}/state"))
-        .and_then(|v| v.as_str())
-        .map(str::to_string))
+    let v = r.json()?;
+    let b = v.pointer(&format!("/breakers/{dep}"));
+    Ok(BreakerStatus {
+        state: b
+            .and_then(|b| b.get("state"))
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        consecutive_failures: b
+            .and_then(|b| b.get("consecutive_failures"))
+            .and_then(|v| v.as_u64())
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+    })
+}
+
+async fn status_state(http: &Http, dep: &str) -> Result<Option<String>, CheckError> {
+    Ok(breaker_status(http, dep).await?.state)
 }
 
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
@@ -157,7 +189,8 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     )
     .await?;
     let mut polls = Vec::new();
-    let result = exercise(spec, &http, &mut out, &mut polls).await;
+    let mut notes = serde_json::Value::Null;
+    let result = exercise(spec, &http, &mut out, &mut polls, &mut notes).await;
     // Restore: no fault, breaker closed, whatever happened.
     let c1 = admin_ok(&http, "DELETE", "/admin/faults", None, &mut out).await;
     let c2 = admin_ok(
@@ -185,7 +218,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         .iter()
         .map(|p| format!("{}/{}", p.result, p.state))
         .collect();
-    out.evidence = serde_json::json!({"polls": polls, "sequence": sequence});
+    out.evidence = serde_json::json!({"polls": polls, "sequence": sequence, "opening": notes});
     Ok(out)
 }
 
@@ -194,56 +227,138 @@ async fn exercise(
     http: &Http,
     out: &mut Outcome,
     polls: &mut Vec<Poll>,
+    notes: &mut serde_json::Value,
 ) -> Result<(), CheckError> {
     let t0 = std::time::Instant::now();
     let fail = serde_json::json!({ spec.dependency.as_str(): {"mode": "fail"} });
     admin_ok(http, "POST", "/admin/faults", Some(&fail), out).await?;
 
-    // Failures 1 … threshold−1 leave it closed; failure `threshold` opens it.
-    let mut opened_at = None;
-    for i in 1..=spec.threshold {
-        let p = poll(http, t0, out).await?;
-        let state = p.state.clone();
-        let result = p.result.clone();
-        polls.push(p);
-        if state == "open" {
-            opened_at = Some((i, std::time::Instant::now()));
-            break;
+    // Drive failures until the breaker opens, judging from the breaker's own count in
+    // `/status` after every poll: the service may call the dependency itself
+    // (`feed.interval`) between our calls, and each of those failures counts too (our own
+    // poll count alone said "opened at failure 3" for a breaker that opened at 5).
+    //
+    // A call admitted just before the breaker opens may record its failure just after, so
+    // the count seen once open can overshoot the opening count F. Each attempt therefore
+    // brackets F: last seen closed at `c` (F > c), seen open at `m` (F ≤ m). Attempts are
+    // repeated (breaker reset, fault still on) and their brackets intersected until F is
+    // pinned, or shown to differ from the threshold.
+    let n = spec.threshold;
+    let (mut lo, mut hi) = (1u32, u32::MAX);
+    let mut attempts = Vec::new();
+    let mut own_count = true;
+    let mut interleaved = false;
+    let mut opened_instant = None;
+    let reset = serde_json::json!({"dependency": spec.dependency});
+    for attempt in 1..=MAX_ATTEMPTS {
+        if attempt > 1 {
+            admin_ok(http, "POST", "/admin/breaker/reset", Some(&reset), out).await?;
         }
-        if result != "error" {
+        let mut mine = 0u32;
+        let mut closed_at = 0u32;
+        let mut open_at = None;
+        let cap = n.saturating_mul(2).saturating_add(10);
+        for i in 1..=cap {
+            let mut p = poll(http, t0, out).await?;
+            let b = breaker_status(http, &spec.dependency).await?;
+            out.sent.push("GET /status".into());
+            p.consecutive_failures = b.consecutive_failures;
+            let result = p.result.clone();
+            let open = p.state == "open" || b.state.as_deref() == Some("open");
+            polls.push(p);
+            if result == "error" {
+                mine += 1;
+            }
+            // Without the breaker's count, fall back to counting our own failures
+            // (interleaved polls by the service then go unnoticed; the evidence says so).
+            let count = b.consecutive_failures.unwrap_or_else(|| {
+                own_count = false;
+                mine
+            });
+            interleaved |= count > mine;
+            if open {
+                open_at = Some(count);
+                opened_instant = Some(std::time::Instant::now());
+                break;
+            }
+            if result != "error" {
+                out.observe(Observation::new(
+                    format!("poll {i} with the fault injected"),
+                    "result `error`",
+                    format!("result `{result}`, breaker closed"),
+                    false,
+                ));
+                out.summary = format!("the injected fault did not make poll {i} fail");
+                return Ok(());
+            }
+            closed_at = count;
+            if count >= n {
+                break;
+            }
+        }
+        attempts.push(serde_json::json!({
+            "last_closed_at": closed_at, "open_at": open_at, "failures_injected_by_check": mine,
+        }));
+        *notes = serde_json::json!({
+            "attempts": attempts,
+            "count_source": if own_count {
+                "/status breakers.<dependency>.consecutive_failures"
+            } else {
+                "this check's own polls (the target reports no consecutive_failures)"
+            },
+        });
+        let Some(m) = open_at else {
+            // Closed with `threshold` failures recorded: it does not open at the threshold.
             out.observe(Observation::new(
-                format!("failure {i} with the fault injected"),
-                "result `error`",
-                format!("result `{result}`, state `{state}`"),
+                "state at the threshold",
+                format!("open at exactly {n} consecutive failures"),
+                format!(
+                    "still closed at {closed_at} consecutive failures ({mine} injected by this check)"
+                ),
                 false,
             ));
-            out.summary = format!("the injected fault did not make poll {i} fail");
+            out.summary = format!(
+                "the breaker did not open at {n} consecutive failures (still closed at {closed_at})"
+            );
             return Ok(());
+        };
+        lo = lo.max(closed_at + 1);
+        hi = hi.min(m);
+        if lo == hi || !(lo..=hi).contains(&n) {
+            break;
         }
     }
-    let Some((opened, opened_instant)) = opened_at else {
-        out.observe(Observation::new(
-            "state after the threshold's failures",
-            format!("open after exactly {} consecutive failures", spec.threshold),
-            format!(
-                "still `{}` after {}",
-                polls.last().map_or("?", |p| p.state.as_str()),
-                spec.threshold
-            ),
-            false,
-        ));
-        out.summary = format!(
-            "the breaker did not open after {} consecutive failures",
-            spec.threshold
-        );
-        return Ok(());
+    let opened_instant = opened_instant.unwrap_or_else(std::time::Instant::now);
+    let opened = if lo == hi {
+        format!("open at {lo} consecutive failures")
+    } else {
+        format!("open at between {lo} and {hi} consecutive failures")
     };
+    let opened_ok = lo == n && hi == n;
     out.observe(Observation::new(
         "opens at the threshold",
-        format!("open at failure {}, closed before", spec.threshold),
-        format!("open at failure {opened}"),
-        opened == spec.threshold,
+        format!("open at exactly {n} consecutive failures, closed before"),
+        format!(
+            "{opened}{}{}",
+            if attempts.len() > 1 {
+                format!(" ({} attempts)", attempts.len())
+            } else {
+                String::new()
+            },
+            if interleaved {
+                "; the service's own polls interleaved and were counted"
+            } else {
+                ""
+            }
+        ),
+        opened_ok,
     ));
+    if !opened_ok && (lo..=hi).contains(&n) {
+        // Never pinned: the requirement could not be evaluated, which is not a FAIL.
+        return Err(CheckError::Target(format!(
+            "could not pin the breaker's opening count: {opened} in {MAX_ATTEMPTS} attempts, the service's own polls interleaving every time"
+        )));
+    }
 
     // While open: rejected fast, and /status says open.
     let mut fast = Vec::new();
@@ -331,7 +446,7 @@ async fn exercise(
         st.as_deref() == Some("closed"),
     ));
     out.summary = format!(
-        "opened at failure {opened} (threshold {}), fast-failed (slowest {slowest:.1} ms), {}",
+        "{opened} (threshold {}), fast-failed (slowest {slowest:.1} ms), {}",
         spec.threshold,
         match closed_after {
             Some(d) => format!("closed again {:.2} s after opening", d.as_secs_f64()),

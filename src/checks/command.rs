@@ -198,6 +198,7 @@ pub async fn execute(
         code.map_or_else(|| "by a signal".into(), |c| c.to_string()),
         elapsed.as_secs_f64() * 1e3
     );
+    out.summarize_unmet();
     out.evidence = serde_json::json!({
         "argv": argv,
         "exit_code": code,

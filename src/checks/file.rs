@@ -150,6 +150,7 @@ pub fn evaluate(spec: &Spec) -> Result<Outcome, CheckError> {
         out.observations.iter().filter(|o| o.ok).count(),
         out.observations.len()
     );
+    out.summarize_unmet();
     Ok(out)
 }
 

@@ -141,6 +141,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         resp.status,
         resp.elapsed.as_secs_f64() * 1e3
     );
+    out.summarize_unmet();
     out.evidence = serde_json::json!({
         "status": resp.status,
         "latency_ms": resp.elapsed.as_secs_f64() * 1e3,

@@ -128,13 +128,13 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     let expected = format!("{} {}", expr.op.as_str(), fmt_num(expr.value));
     match value {
         Some(v) => {
-            out.observe(Observation::new(
-                what.clone(),
-                expected,
-                fmt_num(v),
-                expr.op.holds(v, expr.value),
-            ));
-            out.summary = format!("{what} = {}", fmt_num(v));
+            let ok = expr.op.holds(v, expr.value);
+            out.summary = if ok {
+                format!("{what} = {}", fmt_num(v))
+            } else {
+                format!("{what} = {} (expected {expected})", fmt_num(v))
+            };
+            out.observe(Observation::new(what.clone(), expected, fmt_num(v), ok));
         }
         None => {
             out.observe(Observation::new(

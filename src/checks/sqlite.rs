@@ -127,7 +127,11 @@ pub fn evaluate(
         value.to_string(),
         ok,
     ));
-    out.summary = format!("query returned {value}");
+    out.summary = if ok {
+        format!("query returned {value}")
+    } else {
+        format!("query returned {value}, expected {want}")
+    };
     out.evidence = serde_json::json!({"database": path.display().to_string(), "value": value});
     Ok(out)
 }

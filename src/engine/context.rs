@@ -156,6 +156,26 @@ impl Outcome {
         }
     }
 
+    /// Appends the unmet requirements (at most three) to the summary, so that a FAIL says
+    /// why at a glance in every report format.
+    pub fn summarize_unmet(&mut self) {
+        let unmet: Vec<&Observation> = self.observations.iter().filter(|o| !o.ok).collect();
+        if unmet.is_empty() {
+            return;
+        }
+        let shown: Vec<String> = unmet
+            .iter()
+            .take(3)
+            .map(|o| format!("{}: {} (expected {})", o.what, o.observed, o.expected))
+            .collect();
+        self.summary.push_str("; not met: ");
+        self.summary.push_str(&shown.join("; "));
+        if unmet.len() > 3 {
+            self.summary
+                .push_str(&format!("; and {} more", unmet.len() - 3));
+        }
+    }
+
     pub fn observe(&mut self, o: Observation) -> &mut Self {
         self.observations.push(o);
         self

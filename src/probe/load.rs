@@ -290,7 +290,12 @@ pub async fn run(
                 if intended >= end {
                     break;
                 }
-                tokio::time::sleep_until(intended).await;
+                // Only sleep when ahead of schedule: the timer wheel's 1 ms granularity made
+                // a sleep until "now" cost up to 1 ms per request, which capped the closed
+                // loop at ~1 000 req/s per connection (0.08× wrk).
+                if intended > Instant::now() {
+                    tokio::time::sleep_until(intended).await;
+                }
                 if Instant::now() >= end {
                     missed.fetch_add(1, Ordering::Relaxed);
                     continue;

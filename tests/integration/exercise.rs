@@ -298,6 +298,86 @@ async fn burst_releases_all_requests_together() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The circuit breaker while the service polls the feed itself.
+
+/// The spawned service (real binary, loopback, port 0) as a check target with the admin API.
+fn service_target(svc: &crate::support::Service) -> Target {
+    Target {
+        url: svc.url.clone(),
+        admin_token: Some(preflight::policy::Secret(svc.token.clone())),
+        process: None,
+        log_dir: Some(svc.data_dir.join("logs")),
+        sqlite: Some(svc.data_dir.join("core.db")),
+    }
+}
+
+fn breaker_spec(threshold: u32) -> CheckSpec {
+    spec(serde_json::json!({
+        "kind": "circuit_breaker", "threshold": threshold, "reset_timeout": "2s",
+    }))
+}
+
+/// Regression guard: a periodic feed poll landing between the check's injected failures made
+/// it report "opened at failure 3" for a breaker that correctly opened at 5 consecutive
+/// failures. With `feed.interval: 2ms` the service's own polls interleave on every run; the
+/// feed is a local server answering no ticks, so those polls cost no store writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breaker_counts_the_services_own_polls() {
+    // Timing-sensitive (fast-fail, reset timeout) and it loads the machine (a 2 ms feed).
+    let _alone = crate::support::timing();
+    let feed = serve(axum::Router::new().route("/feed", get(|| async { "[]" }))).await;
+    let feed_url = format!("  url: {feed}/feed");
+    let edits = [
+        ("  interval: 10s\n", "  interval: 2ms\n"),
+        ("  url: null", feed_url.as_str()),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = crate::support::patched("core.yaml", tmp.path(), &edits);
+    let svc = crate::support::Service::start(&cfg, &tmp.path().join("data"));
+    let mut interleaved = 0;
+    for round in 0..3u8 {
+        let (st, o) = run(
+            &breaker_spec(5),
+            &ctx_for(service_target(&svc), 29, 1 + 2 * round),
+        )
+        .await;
+        assert_eq!(st, Status::Pass, "round {round}: {}", explain(&o));
+        let opens = &o.observations[0].observed;
+        assert!(
+            opens.starts_with("open at 5 consecutive failures"),
+            "{opens}"
+        );
+        interleaved += usize::from(opens.contains("interleaved"));
+    }
+    assert!(
+        interleaved > 0,
+        "the service's own polls never interleaved: the test proves nothing"
+    );
+
+    // A breaker that opens early (threshold 3 configured, 5 required): FAIL, still counted
+    // right while the service polls.
+    let tmp2 = tempfile::tempdir().unwrap();
+    let cfg = crate::support::patched(
+        "core.yaml",
+        tmp2.path(),
+        &[edits[0], edits[1], ("threshold: 5", "threshold: 3")],
+    );
+    let early = crate::support::Service::start(&cfg, &tmp2.path().join("data"));
+    let (st, o) = run(&breaker_spec(5), &ctx_for(service_target(&early), 29, 21)).await;
+    assert_eq!(st, Status::Fail, "{}", explain(&o));
+    let opens = &o.observations[0];
+    assert!(
+        !opens.ok && opens.observed.starts_with("open at") && !opens.observed.contains('5'),
+        "{}",
+        explain(&o)
+    );
+    // And one that opens late (5 configured, 3 required): FAIL, still closed at 3.
+    let (st, o) = run(&breaker_spec(3), &ctx_for(service_target(&svc), 29, 23)).await;
+    assert_eq!(st, Status::Fail, "{}", explain(&o));
+    assert!(!o.observations[0].ok, "{}", explain(&o));
+}
+
+// ---------------------------------------------------------------------------------------
 // Without the capability a kind needs: SKIP (remote target known only by URL).
 
 #[tokio::test]
