@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// Directory for the SQLite store, snapshots and (by default) logs. Overrides the config.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Write the pid here (atomically) once listening; removed on a graceful exit, left
+    /// behind by kill -9 and overwritten by the next start. Overrides `pid_file`.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
     /// Admin API bearer token. Overrides the config; prefer the environment variable.
     #[arg(
         long,
@@ -286,6 +290,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         config: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
+        pid_file: args.pid_file,
         admin_token: args.admin_token,
     })?;
     Ok(exit::GO)

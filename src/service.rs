@@ -14,6 +14,7 @@ pub mod feed;
 pub mod graph;
 pub mod logs;
 pub mod metrics;
+pub mod pidfile;
 pub mod ratelimit;
 pub mod routes;
 pub mod snapshot;
@@ -49,6 +50,8 @@ pub struct ServeOptions {
     pub config: PathBuf,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Where to write the pid once listening (relative to the working directory).
+    pub pid_file: Option<PathBuf>,
     pub admin_token: Option<String>,
 }
 
@@ -244,6 +247,12 @@ pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
     if let Some(t) = &opts.admin_token {
         cfg.admin.token = Some(t.clone()).filter(|t| !t.is_empty());
     }
+    // The flag is relative to the working directory, the config field to `data_dir`; the
+    // result is absolute either way when it matters (the service does not change directory).
+    cfg.pid_file = match &opts.pid_file {
+        Some(p) => Some(p.clone()),
+        None => cfg.pid_file.as_ref().map(|p| cfg.in_data_dir(p)),
+    };
     Ok(cfg)
 }
 
@@ -281,6 +290,13 @@ async fn run(cfg: Config, guard: &mut logs::LogGuard) -> anyhow::Result<()> {
         writeln!(out, "listening on http://{addr}")?;
         out.flush()?;
     }
+    // After the address line (still the first stdout line) and before serving: once
+    // `/readyz` answers, the pid file names this process. Dropped (removed) on a graceful
+    // exit or an error below; a kill -9 leaves it.
+    let _pid_file = match &state.cfg.pid_file {
+        Some(p) => Some(pidfile::PidFile::write(p, std::process::id())?),
+        None => None,
+    };
     tracing::info!(code = "HB-START", %addr, seeded, "core service listening");
     let tasks = spawn_background(state.clone());
     let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();

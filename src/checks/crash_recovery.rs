@@ -107,7 +107,16 @@ async fn ingest(
 
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     ctx.require(Capability::Process)?;
+    ctx.target.require_restart()?;
     ctx.require(Capability::Admin)?;
+    // The pid to kill, known before anything is written: a remote target's pid file that is
+    // missing or stale is an ERROR here, not after ingesting.
+    let pid_before = ctx.target.pid()?;
+    if !crate::engine::spawn::is_alive(pid_before) {
+        return Err(CheckError::Target(format!(
+            "pid {pid_before} (the target's pid) is not running: stale pid file?"
+        )));
+    }
     let mut out = Outcome::default();
     let http = ctx.http()?;
     let clients = std::iter::once(ctx.source)
@@ -178,7 +187,8 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     // SIGKILL mid-ingest.
     wait_acked(spec.ticks as usize / 2).await;
     let acked_at_kill = acked_count();
-    out.sent.push(format!("SIGKILL pid {}", ctx.target.pid()?));
+    let pid_killed = ctx.target.pid()?;
+    out.sent.push(format!("SIGKILL pid {pid_killed}"));
     let kill = ctx.target.kill_hard().await;
     let _ = stop_tx.send(true);
     let (errors, first_error) = writer
@@ -226,6 +236,16 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         out.summary = "the restarted target never became ready".into();
         return Ok(out);
     }
+    // Which process answers now. A remote service may write its pid file a moment after it
+    // is ready; wait briefly for a pid other than the killed one.
+    let pid_end = Instant::now() + Duration::from_secs(2).min(ctx.remaining()?);
+    let pid_after = loop {
+        match ctx.target.pid() {
+            Ok(p) if p != pid_killed => break Some(p),
+            _ if Instant::now() >= pid_end => break None,
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
     // Every acknowledged tick is there.
     let mut missing = Vec::new();
     for chunk in acked_ids.chunks(500) {
@@ -279,8 +299,9 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         ));
     }
     out.summary = format!(
-        "SIGKILL after {acked_at_kill} acknowledged ticks; ready in {}; {} of {} acknowledged ticks missing; snapshot {} → restored {}",
+        "SIGKILL pid {pid_killed} after {acked_at_kill} acknowledged ticks; ready in {} as pid {}; {} of {} acknowledged ticks missing; snapshot {} → restored {}",
         ready_after.map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
+        pid_after.map_or("?".into(), |p| p.to_string()),
         missing.len(),
         acked_ids.len(),
         generation.map_or("none".into(), |g| g.to_string()),
@@ -289,6 +310,8 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     out.evidence = serde_json::json!({
         "acknowledged": acked_ids.len(),
         "acknowledged_at_kill": acked_at_kill,
+        "pid_killed": pid_killed,
+        "pid_after_restart": pid_after,
         "ingest_errors": errors,
         "first_ingest_error": first_error,
         "ready_ms": ready_after.map(|d| d.as_secs_f64() * 1e3),
@@ -297,4 +320,72 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         "restored_generation": restored,
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::context::{Budget, Status};
+    use crate::engine::target::{ProcessControl, Target};
+    use crate::policy::Secret;
+
+    fn ctx(pid_file: &std::path::Path, restart: &[&str]) -> Ctx {
+        let mut t = Target::remote("http://127.0.0.1:9");
+        t.admin_token = Some(Secret("t".into()));
+        t.process = Some(ProcessControl::Remote {
+            pid_file: pid_file.to_path_buf(),
+            restart: restart.iter().map(|s| s.to_string()).collect(),
+        });
+        Ctx {
+            target: std::sync::Arc::new(t),
+            source: "127.0.0.1".parse().unwrap(),
+            extra_sources: vec![],
+            deadline: Instant::now() + Duration::from_secs(10),
+            budget: Budget::new(1000),
+            policy_dir: ".".into(),
+            progress: std::sync::Arc::new(|_| {}),
+        }
+    }
+
+    fn spec() -> Spec {
+        serde_json::from_value(serde_json::json!({"ready_within": "5s"})).unwrap()
+    }
+
+    /// Regression: with a pid file but no restart command, the check killed the service and
+    /// only then found it could not restart it (SKIP, with the service left down).
+    #[tokio::test]
+    async fn without_a_restart_command_nothing_is_killed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut victim = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid_file = dir.path().join("svc.pid");
+        std::fs::write(&pid_file, format!("{}\n", victim.id())).unwrap();
+        let e = run(&spec(), &ctx(&pid_file, &[])).await.unwrap_err();
+        assert_eq!(e.status(), Status::Skip, "{e}");
+        assert!(e.to_string().contains("target.process.restart"), "{e}");
+        assert!(crate::engine::spawn::is_alive(victim.id()), "killed anyway");
+        let _ = victim.kill();
+        let _ = victim.wait();
+    }
+
+    #[tokio::test]
+    async fn a_stale_pid_file_is_an_error_before_any_traffic() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        let _ = gone.wait();
+        let pid_file = dir.path().join("svc.pid");
+        std::fs::write(&pid_file, format!("{pid}\n")).unwrap();
+        let c = ctx(&pid_file, &["true"]);
+        let e = run(&spec(), &c).await.unwrap_err();
+        assert_eq!(e.status(), Status::Error, "{e}");
+        assert!(e.to_string().contains("stale pid file"), "{e}");
+        assert_eq!(
+            c.budget.used(),
+            0,
+            "no request before the pid is known good"
+        );
+    }
 }

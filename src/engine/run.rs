@@ -244,7 +244,9 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
             .clone()
             .filter(|s| !s.is_empty())
             .map(Secret)
-            .or(spec.admin_token);
+            // `admin_token: ${env:TOKEN}` with TOKEN set but empty means no token, as the
+            // flag does: a check must SKIP for want of it, not FAIL on 401.
+            .or(spec.admin_token.filter(|s| !s.expose().is_empty()));
         t.process = spec.process.map(|p| ProcessControl::Remote {
             pid_file: p.pid_file,
             restart: p.restart,
@@ -625,6 +627,62 @@ mod tests {
         let r = run_check(&c, &base()).await;
         assert_ne!(r.status, Status::Pass);
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    fn opts() -> CheckOptions {
+        CheckOptions {
+            policies: vec![],
+            target: None,
+            admin_token: None,
+            config: None,
+            only: vec![],
+            skip: vec![],
+            fail_fast: false,
+            concurrency: 1,
+            exe: PathBuf::from("preflight"),
+            today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+            progress: Arc::new(NoProgress),
+        }
+    }
+
+    fn policy(target: serde_json::Value) -> Policy {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "name": "t", "target": target, "checks": []
+        }))
+        .unwrap()
+    }
+
+    /// Regression: `admin_token: ${env:TOKEN}` with TOKEN set but empty gave the admin
+    /// capability with an empty token, so admin checks FAILed on 401 instead of SKIPping.
+    #[test]
+    fn an_empty_policy_admin_token_is_no_admin_capability() {
+        let p = policy(serde_json::json!({"url": "http://127.0.0.1:9", "admin_token": ""}));
+        let Ok(TargetPlan::Remote(t)) = resolve_target(&p, &opts()) else {
+            panic!("a remote plan")
+        };
+        assert!(!t.has(Capability::Admin));
+        let p = policy(serde_json::json!({"url": "http://127.0.0.1:9", "admin_token": "s"}));
+        let Ok(TargetPlan::Remote(t)) = resolve_target(&p, &opts()) else {
+            panic!("a remote plan")
+        };
+        assert!(t.has(Capability::Admin));
+    }
+
+    #[test]
+    fn a_remote_target_gets_exactly_the_capabilities_its_policy_gives() {
+        let p = policy(serde_json::json!({
+            "url": "http://127.0.0.1:9/",
+            "process": {"pid_file": "/run/x.pid", "restart": ["true"]},
+            "log_dir": "/var/log/x"
+        }));
+        let Ok(TargetPlan::Remote(t)) = resolve_target(&p, &opts()) else {
+            panic!("a remote plan")
+        };
+        assert_eq!(t.url, "http://127.0.0.1:9");
+        assert!(!t.is_spawned());
+        let caps = target_info(&t, None).capabilities;
+        assert_eq!(caps, ["http", "process", "log_dir"]);
+        assert!(t.require_restart().is_ok());
     }
 
     #[test]

@@ -199,12 +199,16 @@ impl Spawned {
 }
 
 /// SIGKILL a process by pid and wait (bounded) until it is gone.
+///
+/// Gone means no such process *or a zombie*: a remote target is usually not our child, and
+/// when its parent does not reap it (an init that reaps nothing, as in many containers) it
+/// stays a zombie, holding its pid but nothing else — no socket, no memory, no files.
 pub async fn kill_pid_hard(pid: u32) -> Result<(), CheckError> {
     let p = nix::unistd::Pid::from_raw(pid as i32);
     nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL)
         .map_err(|e| CheckError::Local(format!("SIGKILL {pid}: {e}")))?;
     for _ in 0..100 {
-        if nix::sys::signal::kill(p, None).is_err() {
+        if !is_alive(pid) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -214,7 +218,34 @@ pub async fn kill_pid_hard(pid: u32) -> Result<(), CheckError> {
     )))
 }
 
-/// Runs a remote target's restart command (argv), bounded to 60 s.
+/// Whether `pid` is a live process (not exited, not a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    let p = nix::unistd::Pid::from_raw(pid as i32);
+    if nix::sys::signal::kill(p, None).is_err() {
+        return false;
+    }
+    // `/proc/<pid>/stat`: "pid (comm) S …"; comm may hold spaces and parentheses, so the
+    // state is the first field after the last ')'.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        // No procfs (not Linux): signal 0 reached it, so it exists.
+        Err(_) => true,
+    }
+}
+
+/// How long a remote target's restart command may run.
+pub const RESTART_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs a remote target's restart command (argv), bounded to [`RESTART_COMMAND_TIMEOUT`].
+///
+/// Done when the command exits, not when its output closes: a restart command typically
+/// starts the service in the background, and that service inherits the command's stdout and
+/// stderr. Waiting for end-of-file on pipes would wait for the *service* to exit. So the
+/// output goes to an unnamed temporary file, read back for the error message.
 pub async fn run_restart_command(argv: &[String]) -> Result<(), CheckError> {
     let Some((prog, args)) = argv.split_first() else {
         return Err(CheckError::Missing {
@@ -222,22 +253,43 @@ pub async fn run_restart_command(argv: &[String]) -> Result<(), CheckError> {
             hint: "set `target.process.restart` to the command that starts the service".into(),
         });
     };
-    let out = tokio::time::timeout(
-        Duration::from_secs(60),
-        Command::new(prog).args(args).stdin(Stdio::null()).output(),
-    )
-    .await
-    .map_err(|_| CheckError::Local(format!("restart command `{prog}` ran over 60 s")))?
-    .map_err(|e| CheckError::Local(format!("restart command `{prog}`: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(CheckError::Local(format!(
-            "restart command `{prog}` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )))
+    let out = tempfile::tempfile()
+        .map_err(|e| CheckError::Local(format!("restart command output file: {e}")))?;
+    let clone = |f: &std::fs::File| {
+        f.try_clone()
+            .map(Stdio::from)
+            .map_err(|e| CheckError::Local(format!("restart command output file: {e}")))
+    };
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(clone(&out)?)
+        .stderr(clone(&out)?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| CheckError::Local(format!("restart command `{prog}`: {e}")))?;
+    let status = tokio::time::timeout(RESTART_COMMAND_TIMEOUT, child.wait())
+        .await
+        .map_err(|_| {
+            CheckError::Local(format!(
+                "restart command `{prog}` ran over {RESTART_COMMAND_TIMEOUT:?}"
+            ))
+        })?
+        .map_err(|e| CheckError::Local(format!("restart command `{prog}`: {e}")))?;
+    if status.success() {
+        return Ok(());
     }
+    let text = {
+        use std::io::{Read, Seek};
+        let mut f = out;
+        let mut buf = Vec::new();
+        let _ = f.rewind();
+        let _ = f.take(4096).read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).trim().to_string()
+    };
+    Err(CheckError::Local(format!(
+        "restart command `{prog}` failed ({status}): {text}"
+    )))
 }
 
 fn random_token() -> String {
@@ -246,4 +298,67 @@ fn random_token() -> String {
     (0..32)
         .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: a remote target that is not reaped stays a zombie after SIGKILL; it used
+    /// to count as alive, so every crash test of such a target failed with "survived SIGKILL
+    /// for 5 s". (Our un-waited child is a zombie after the kill, exactly like that.)
+    #[tokio::test]
+    async fn a_killed_zombie_counts_as_gone() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(is_alive(pid));
+        let t = std::time::Instant::now();
+        kill_pid_hard(pid).await.unwrap();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert!(!is_alive(pid));
+        // Reap it (it is a zombie of this test process until now).
+        let mut child = child;
+        let _ = child.wait();
+    }
+
+    /// Regression: the restart command's output used to be captured with pipes, and the
+    /// service it starts in the background inherits them, so the restart "ran" until the
+    /// service exited (60 s, then an error).
+    #[tokio::test]
+    async fn restart_returns_when_the_command_exits_not_when_its_daemon_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("daemon.pid");
+        let script = format!("sleep 20 & echo $! > {}; echo started", pid_file.display());
+        let t = std::time::Instant::now();
+        run_restart_command(&["sh".into(), "-c".into(), script])
+            .await
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(is_alive(pid), "the daemon runs on");
+        kill_pid_hard(pid).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_restart_command_says_why() {
+        let e = run_restart_command(&[
+            "sh".into(),
+            "-c".into(),
+            "echo no such unit >&2; exit 5".into(),
+        ])
+        .await
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("no such unit"), "{msg}");
+        assert!(msg.contains('5'), "{msg}");
+        let e = run_restart_command(&[]).await.unwrap_err();
+        assert_eq!(e.status(), crate::engine::Status::Skip);
+    }
 }

@@ -91,6 +91,23 @@ impl Target {
         })
     }
 
+    /// Fails with SKIP unless the target can be started again after a kill: a spawned
+    /// target always can; a remote one needs `target.process.restart`. Checked *before*
+    /// anything is killed, so a crash test never leaves a target down that it cannot bring
+    /// back.
+    pub fn require_restart(&self) -> Result<(), CheckError> {
+        match self.process()? {
+            ProcessControl::Spawned(_) => Ok(()),
+            ProcessControl::Remote { restart, .. } if !restart.is_empty() => Ok(()),
+            ProcessControl::Remote { .. } => Err(CheckError::Missing {
+                capability: Capability::Process,
+                hint: "set `target.process.restart` to the command (argv) that starts the service again; \
+                       without it a crash test would leave the service down"
+                    .into(),
+            }),
+        }
+    }
+
     /// The target's current pid.
     pub fn pid(&self) -> Result<u32, CheckError> {
         match self.process()? {

@@ -15,6 +15,8 @@ use crate::units::{Dur, Percent, Size};
 pub struct Config {
     pub listen: String,
     pub data_dir: PathBuf,
+    /// Where to write the pid once listening (relative to `data_dir`); none by default.
+    pub pid_file: Option<PathBuf>,
     pub admin: AdminConfig,
     pub limits: LimitsConfig,
     pub rate_limit: RateLimitConfig,
@@ -33,6 +35,7 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: PathBuf::from("data"),
+            pid_file: None,
             admin: AdminConfig::default(),
             limits: LimitsConfig::default(),
             rate_limit: RateLimitConfig::default(),

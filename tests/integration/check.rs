@@ -195,6 +195,11 @@ fn missing_capabilities_skip_and_make_it_inconclusive() {
                 .contains("needs the `sqlite` capability"),
             "{r:#}"
         );
+        // …and says which policy field gives it.
+        assert!(
+            r["summary"].as_str().unwrap().contains("`target.sqlite`"),
+            "{r:#}"
+        );
         assert_eq!(r["blocking"], true);
     }
 }

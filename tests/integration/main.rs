@@ -11,5 +11,6 @@ mod cli;
 mod exercise;
 mod matrix;
 mod policy;
+mod remote;
 mod service;
 mod support;
