@@ -70,7 +70,9 @@ pub struct TargetSpec {
 pub struct ProcessSpec {
     /// File holding the service's pid.
     pub pid_file: PathBuf,
-    /// Command (argv) that starts the service again after a crash test.
+    /// Command (argv, no shell) that starts the service again after a crash test. It must
+    /// return once the service is started (in the background, its output to a file);
+    /// preflight then polls `/readyz`. Without it, crash checks SKIP and nothing is killed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restart: Vec<String>,
 }
