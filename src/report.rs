@@ -177,6 +177,39 @@ pub struct CheckResult {
     pub charts: Vec<Chart>,
 }
 
+impl CheckResult {
+    /// A result with nothing measured yet: the engine fills in the rest as the check runs.
+    pub fn new(id: &str, kind: &str, severity: Severity, status: Status) -> Self {
+        CheckResult {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            severity,
+            description: None,
+            status,
+            blocking: false,
+            waived: None,
+            attempts: 0,
+            duration_ms: 0,
+            summary: String::new(),
+            observations: vec![],
+            sent: vec![],
+            requests: 0,
+            evidence: serde_json::Value::Null,
+            charts: vec![],
+        }
+    }
+}
+
+impl Counts {
+    /// `N checks: a pass, b fail, c error, d skip, e waived`, shared by the text formats.
+    pub fn line(&self, checks: usize) -> String {
+        format!(
+            "{checks} checks: {} pass, {} fail, {} error, {} skip, {} waived",
+            self.pass, self.fail, self.error, self.skip, self.waived
+        )
+    }
+}
+
 /// A chart for the HTML report: generic series of (x, y) points.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct Chart {

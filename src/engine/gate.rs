@@ -165,21 +165,8 @@ mod tests {
 
     fn result(id: &str, severity: Severity, status: Status) -> CheckResult {
         CheckResult {
-            id: id.into(),
-            kind: "http".into(),
-            severity,
-            description: None,
-            status,
-            blocking: false,
-            waived: None,
             attempts: 1,
-            duration_ms: 0,
-            summary: String::new(),
-            observations: vec![],
-            sent: vec![],
-            requests: 0,
-            evidence: serde_json::Value::Null,
-            charts: vec![],
+            ..CheckResult::new(id, "http", severity, status)
         }
     }
 

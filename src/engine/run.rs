@@ -348,21 +348,8 @@ fn item_of(c: &Check) -> Item {
 /// A result with nothing measured yet.
 pub fn bare_result(c: &Check, status: Status) -> CheckResult {
     CheckResult {
-        id: c.id.clone(),
-        kind: c.spec.kind().to_string(),
-        severity: c.severity,
         description: c.description.clone(),
-        status,
-        blocking: false,
-        waived: None,
-        attempts: 0,
-        duration_ms: 0,
-        summary: String::new(),
-        observations: vec![],
-        sent: vec![],
-        requests: 0,
-        evidence: serde_json::Value::Null,
-        charts: vec![],
+        ..CheckResult::new(&c.id, c.spec.kind(), c.severity, status)
     }
 }
 

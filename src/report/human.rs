@@ -182,13 +182,8 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
     writeln!(out)?;
     writeln!(
         out,
-        "{} checks: {} pass, {} fail, {} error, {} skip, {} waived, in {}",
-        report.results.len(),
-        c.pass,
-        c.fail,
-        c.error,
-        c.skip,
-        c.waived,
+        "{}, in {}",
+        c.line(report.results.len()),
         fmt_ms(report.duration_ms)
     )?;
     let code = match report.verdict {

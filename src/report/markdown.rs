@@ -41,13 +41,8 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
     let c = &report.counts;
     writeln!(
         out,
-        "{} checks: {} pass, {} fail, {} error, {} skip, {} waived · target `{}`{} · {}\n",
-        report.results.len(),
-        c.pass,
-        c.fail,
-        c.error,
-        c.skip,
-        c.waived,
+        "{} · target `{}`{} · {}\n",
+        c.line(report.results.len()),
         report.target.url,
         if report.target.spawned {
             " (spawned)"

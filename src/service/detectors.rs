@@ -298,14 +298,7 @@ mod tests {
     use crate::service::store::Tick;
 
     fn t(m: &str, s: &str, v: &str, price: f64, ts: i64) -> Tick {
-        Tick {
-            id: None,
-            venue: v.into(),
-            market: m.into(),
-            selection: s.into(),
-            price,
-            ts_ms: Some(ts),
-        }
+        Tick::at(m, s, v, price, ts)
     }
 
     #[test]

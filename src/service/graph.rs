@@ -152,14 +152,7 @@ mod tests {
     use super::*;
 
     fn t(m: &str, s: &str, v: &str, price: f64, ts: i64) -> Tick {
-        Tick {
-            id: None,
-            venue: v.into(),
-            market: m.into(),
-            selection: s.into(),
-            price,
-            ts_ms: Some(ts),
-        }
+        Tick::at(m, s, v, price, ts)
     }
 
     #[test]

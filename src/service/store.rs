@@ -26,6 +26,19 @@ pub struct Tick {
 }
 
 impl Tick {
+    /// A tick without a client id, for tests of the graph and detectors.
+    #[cfg(test)]
+    pub fn at(market: &str, selection: &str, venue: &str, price: f64, ts_ms: i64) -> Tick {
+        Tick {
+            id: None,
+            venue: venue.into(),
+            market: market.into(),
+            selection: selection.into(),
+            price,
+            ts_ms: Some(ts_ms),
+        }
+    }
+
     /// Checks one tick; the message names the problem.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(id) = &self.id

@@ -289,21 +289,10 @@ fn obs(what: &str, expected: &str, observed: &str, ok: bool) -> Observation {
 
 fn res(id: &str, kind: &str, severity: Severity, status: Status) -> CheckResult {
     CheckResult {
-        id: id.into(),
-        kind: kind.into(),
-        severity,
-        description: None,
-        status,
-        blocking: false,
-        waived: None,
         attempts: 1,
         duration_ms: 12,
-        summary: String::new(),
-        observations: vec![],
-        sent: vec![],
         requests: 1,
-        evidence: serde_json::Value::Null,
-        charts: vec![],
+        ..CheckResult::new(id, kind, severity, status)
     }
 }
 
