@@ -490,20 +490,10 @@ fn default_policy_go_on_core_and_no_go_naming_each_defect() {
     let (code, report) = check_json(&root.join("config/before-hardening.yaml"));
     assert_eq!(report["verdict"], "NO-GO");
     assert_eq!(code, Some(1));
-    let expected: std::collections::BTreeSet<String> = [
-        "status-fields",
-        "detectors-built-once",
-        "detectors-leak-free",
-        "per-ip-rate-limit",
-        "query-timeout",
-        "feed-breaker",
-        "load-shedding",
-        "log-retention",
-        "crash-recovery",
-    ]
-    .iter()
-    .map(|id| format!("{id}=FAIL"))
-    .collect();
+    let expected: std::collections::BTreeSet<String> = crate::support::BEFORE_HARDENING_FAILS
+        .iter()
+        .map(|id| format!("{id}=FAIL"))
+        .collect();
     assert_eq!(not_passed(&report), expected, "{}", summaries(&report));
 
     // A profile that breaks only the breaker threshold and the limiter's burst: exactly the

@@ -19,20 +19,6 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The failing ids of the default policy on `before-hardening.yaml` when preflight spawns the
-/// service (`exercise.rs`, `default_policy_go_on_core_and_no_go_naming_each_defect`).
-const BEFORE_HARDENING_FAILS: &[&str] = &[
-    "status-fields",
-    "detectors-built-once",
-    "detectors-leak-free",
-    "per-ip-rate-limit",
-    "query-timeout",
-    "feed-breaker",
-    "load-shedding",
-    "log-retention",
-    "crash-recovery",
-];
-
 /// How long a whole `preflight check` of the default policy may take before the test kills it
 /// (a debug build takes ~10 s; this only stops a hung run from hanging the suite).
 const RUN_DEADLINE: Duration = Duration::from_secs(180);
@@ -388,7 +374,7 @@ fn every_capability_remote_target_is_no_go_before_hardening_like_spawned() {
     assert!(secs < 120.0, "remote run took {secs:.1} s");
     assert_eq!(report["verdict"], "NO-GO", "{}", summaries(&report));
     assert_eq!(code, 1);
-    let expected: BTreeSet<String> = BEFORE_HARDENING_FAILS
+    let expected: BTreeSet<String> = crate::support::BEFORE_HARDENING_FAILS
         .iter()
         .map(|s| s.to_string())
         .collect();

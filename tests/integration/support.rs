@@ -238,3 +238,17 @@ pub fn timing() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+/// The checks of the default policy that FAIL on `config/before-hardening.yaml`: one or more
+/// per defect the hardening fixed (the spawned and the remote runs must agree on this set).
+pub const BEFORE_HARDENING_FAILS: &[&str] = &[
+    "status-fields",
+    "detectors-built-once",
+    "detectors-leak-free",
+    "per-ip-rate-limit",
+    "query-timeout",
+    "feed-breaker",
+    "load-shedding",
+    "log-retention",
+    "crash-recovery",
+];
