@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use preflight::checks::CheckSpec;
-use preflight::engine::context::{Budget, Ctx, Status};
-use preflight::engine::spawn::{SpawnRequest, Spawned};
-use preflight::engine::target::{ProcessControl, Target};
-use preflight::policy::Secret;
+use preflight::outcome::Status;
 use preflight::probe::load::{self, Endpoint, LoadConfig, Request};
+use preflight::secret::Secret;
+use preflight::target::spawn::{SpawnRequest, Spawned};
+use preflight::target::{Budget, Ctx};
+use preflight::target::{ProcessControl, Target};
 use preflight::units::RequestLine;
 
 fn root() -> PathBuf {

@@ -7,7 +7,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::context::{CheckError, Ctx, Outcome};
+use crate::outcome::{CheckError, Outcome};
+use crate::target::Ctx;
 use crate::units::Dur;
 
 pub mod circuit_breaker;

@@ -7,6 +7,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod progress;
+
+/// The policy `check` runs when none is given.
+pub const DEFAULT_POLICY: &str = "policies/production-hardening.yaml";
+
 /// Exit codes, documented in the README.
 pub mod exit {
     /// GO: nothing blocking failed (or a command succeeded).
@@ -218,12 +223,39 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         FormatArg::Html => Format::Html,
     };
     let progress: Arc<dyn Progress> = if !args.no_progress && std::io::stderr().is_terminal() {
-        Arc::new(crate::report::progress::Spinners::new())
+        Arc::new(progress::Spinners::new())
     } else {
         Arc::new(NoProgress)
     };
+    let policy_files = if args.policies.is_empty() {
+        let default = PathBuf::from(DEFAULT_POLICY);
+        if !default.exists() {
+            eprintln!(
+                "error: no policy given and the default `{DEFAULT_POLICY}` does not exist here; \
+                 pass a policy file (e.g. `preflight check policies/smoke.yaml`) or run from the project root"
+            );
+            return Ok(exit::USAGE);
+        }
+        vec![default]
+    } else {
+        args.policies
+    };
+    let loaded = match crate::policy::load(&policy_files) {
+        Ok(l) => l,
+        Err(diags) => {
+            let opts = crate::policy::render::RenderOpts {
+                color: std::io::stderr().is_terminal(),
+            };
+            let mut sources = crate::policy::render::Sources::new();
+            crate::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
+            return Ok(exit::USAGE);
+        }
+    };
     let opts = CheckOptions {
-        policies: args.policies,
+        policy: loaded.policy,
+        policy_files: loaded.files,
         target: args.target,
         admin_token: args.admin_token,
         config: args.config,
@@ -238,16 +270,6 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = match runtime.block_on(crate::engine::run::check(opts)) {
         Ok(r) => r,
-        Err(CheckFailure::Invalid(diags)) => {
-            let opts = crate::policy::render::RenderOpts {
-                color: std::io::stderr().is_terminal(),
-            };
-            let mut sources = crate::policy::render::Sources::new();
-            crate::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
-            let errors = diags.iter().filter(|d| d.is_error()).count();
-            eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
-            return Ok(exit::USAGE);
-        }
         Err(CheckFailure::Usage(msg)) => {
             eprintln!("error: {msg}");
             return Ok(exit::USAGE);

@@ -4,11 +4,6 @@
 //!
 //! It knows no check's internals: it calls [`crate::checks::CheckSpec`]'s dispatch.
 
-pub mod context;
 pub mod gate;
 pub mod plan;
 pub mod run;
-pub mod spawn;
-pub mod target;
-
-pub use context::{Capability, CheckError, Ctx, Observation, Outcome, Status};

@@ -1,18 +1,26 @@
 //! preflight proves production-hardening requirements against a running service by
 //! exercising the behaviour, then renders a GO / NO-GO / INCONCLUSIVE verdict with evidence.
 //!
-//! The architecture (DESIGN §2):
-//! policy files → [`policy`] (load, validate) → [`engine`] (targets, run, gate) → [`checks`]
-//! (one module per kind, driving the target through [`probe`]) → [`report`] (one renderer per
-//! format). [`service`] is the bundled core service, which the rest sees only over HTTP,
-//! signals and files.
+//! The architecture (DESIGN §2, `docs/architecture.md`), bottom to top — each module imports
+//! only modules listed before it:
+//! [`outcome`] (the contract: what a check gives back) · [`secret`], [`units`], [`yaml`] ·
+//! [`target`] (the service under test, spawned or remote, and a check's [`target::Ctx`]) ·
+//! [`probe`] (HTTP, paced load, processes, Prometheus text; measures, never decides) ·
+//! [`checks`] (one file per kind: spec, measuring, a pure judge; one registry) ·
+//! [`policy`] (load, validate, schema) · [`report`] (plain data and one renderer per format) ·
+//! [`engine`] (plan, run, gate) · [`cli`].
+//! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
+//! files; it imports nothing above [`units`] and [`yaml`].
 
 pub mod checks;
 pub mod cli;
 pub mod engine;
+pub mod outcome;
 pub mod policy;
 pub mod probe;
 pub mod report;
+pub mod secret;
 pub mod service;
+pub mod target;
 pub mod units;
 pub mod yaml;

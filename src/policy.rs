@@ -11,4 +11,4 @@ pub mod schema;
 
 pub use diag::Diagnostic;
 pub use load::{Loaded, Options, find_policy_files, load, load_str, load_with};
-pub use model::{Check, GateSpec, Policy, ProcessSpec, Secret, Severity, TargetSpec, Waiver};
+pub use model::{Check, GateSpec, Policy, ProcessSpec, Severity, TargetSpec, Waiver};

@@ -5,7 +5,7 @@
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::engine::context::{Observation, Status};
+use crate::outcome::{Chart, Observation, Status};
 use crate::policy::Severity;
 
 pub mod html;
@@ -13,7 +13,6 @@ pub mod human;
 pub mod json;
 pub mod junit;
 pub mod markdown;
-pub mod progress;
 
 /// How a renderer presents (never what it presents).
 #[derive(Debug, Clone, Copy, Default)]
@@ -208,29 +207,4 @@ impl Counts {
             self.pass, self.fail, self.error, self.skip, self.waived
         )
     }
-}
-
-/// A chart for the HTML report: generic series of (x, y) points.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct Chart {
-    pub title: String,
-    pub kind: ChartKind,
-    pub x_label: String,
-    pub y_label: String,
-    pub series: Vec<Series>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChartKind {
-    Line,
-    Scatter,
-    Bars,
-    Steps,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-pub struct Series {
-    pub name: String,
-    pub points: Vec<(f64, f64)>,
 }

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::http::Http;
-use crate::report::{Chart, ChartKind, Series};
+use crate::target::Ctx;
 use crate::units::Dur;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::target::Ctx;
 use crate::units::Dur;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -252,7 +253,7 @@ fn snippet(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Status;
+    use crate::outcome::Status;
     use std::time::Duration;
 
     fn spec(v: serde_json::Value) -> Spec {

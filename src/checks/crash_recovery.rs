@@ -11,8 +11,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::probe::http::Http;
+use crate::target::Ctx;
 use crate::units::Dur;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -112,7 +113,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     // The pid to kill, known before anything is written: a remote target's pid file that is
     // missing or stale is an ERROR here, not after ingesting.
     let pid_before = ctx.target.pid()?;
-    if !crate::engine::spawn::is_alive(pid_before) {
+    if !crate::target::spawn::is_alive(pid_before) {
         return Err(CheckError::Target(format!(
             "pid {pid_before} (the target's pid) is not running: stale pid file?"
         )));
@@ -325,9 +326,10 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::context::{Budget, Status};
-    use crate::engine::target::{ProcessControl, Target};
-    use crate::policy::Secret;
+    use crate::outcome::Status;
+    use crate::secret::Secret;
+    use crate::target::Budget;
+    use crate::target::{ProcessControl, Target};
 
     fn ctx(pid_file: &std::path::Path, restart: &[&str]) -> Ctx {
         let mut t = Target::remote("http://127.0.0.1:9");
@@ -365,7 +367,7 @@ mod tests {
         let e = run(&spec(), &ctx(&pid_file, &[])).await.unwrap_err();
         assert_eq!(e.status(), Status::Skip, "{e}");
         assert!(e.to_string().contains("target.process.restart"), "{e}");
-        assert!(crate::engine::spawn::is_alive(victim.id()), "killed anyway");
+        assert!(crate::target::spawn::is_alive(victim.id()), "killed anyway");
         let _ = victim.kill();
         let _ = victim.wait();
     }

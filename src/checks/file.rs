@@ -6,7 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Problems;
-use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{CheckError, Observation, Outcome};
+use crate::target::Ctx;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -168,7 +169,7 @@ fn file_mode(_: &std::fs::Metadata) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Status;
+    use crate::outcome::Status;
 
     fn spec(v: serde_json::Value) -> Spec {
         serde_json::from_value(v).unwrap()

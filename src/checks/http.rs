@@ -7,8 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Problems;
-use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::http::Response;
+use crate::target::Ctx;
 use crate::units::{Dur, RequestLine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -310,7 +311,7 @@ mod tests {
         assert_eq!(bad[0].observed, "503");
         assert_eq!(bad[1].observed, "(absent)");
         assert_eq!(bad[2].observed, "9");
-        assert_eq!(out.status(), crate::engine::Status::Fail);
+        assert_eq!(out.status(), crate::outcome::Status::Fail);
     }
 
     #[test]

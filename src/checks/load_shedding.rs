@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::load::{self, Endpoint, Request};
 use crate::probe::stats::percentile;
-use crate::report::{Chart, ChartKind, Series};
+use crate::target::Ctx;
 use crate::units::{Dur, RequestLine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::target::Ctx;
 use crate::units::Dur;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -14,10 +14,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::http::Http;
 use crate::probe::stats::{least_squares, theil_sen};
-use crate::report::{Chart, ChartKind, Series};
+use crate::target::Ctx;
 use crate::units::{RequestLine, Size};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -6,9 +6,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Problems;
-use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::http::Http;
 use crate::probe::prom::{self, Expr};
+use crate::target::Ctx;
 use crate::units::RequestLine;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::probe::process::metric_value;
+use crate::target::Ctx;
 use crate::units::{Dur, RequestLine};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 use crate::checks::Problems;
-use crate::engine::context::{CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Chart, ChartKind, Series};
+use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::load::{self, BurstReport, Endpoint, Request};
-use crate::report::{Chart, ChartKind, Series};
+use crate::target::Ctx;
 use crate::units::{Dur, Percent, Rate, RequestLine};
 
 /// Most requests in one burst.

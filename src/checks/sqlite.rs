@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::Problems;
-use crate::engine::context::{Capability, CheckError, Ctx, Observation, Outcome};
+use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::target::Ctx;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -180,7 +181,7 @@ fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Status;
+    use crate::outcome::Status;
     use std::time::{Duration, Instant};
 
     fn spec(v: serde_json::Value) -> Spec {

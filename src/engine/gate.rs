@@ -6,7 +6,7 @@
 
 use chrono::NaiveDate;
 
-use crate::engine::context::Status;
+use crate::outcome::Status;
 use crate::policy::{Severity, Waiver};
 use crate::report::{CheckResult, Counts, Verdict, WaiverInfo};
 

@@ -13,7 +13,7 @@ use std::pin::Pin;
 
 use tokio::task::JoinSet;
 
-use crate::engine::context::Status;
+use crate::outcome::Status;
 
 /// How many further addresses each check gets (see [`extra_sources`]).
 pub const EXTRA_SOURCES: usize = 64;

@@ -10,16 +10,16 @@ use chrono::NaiveDate;
 use tokio::time::Instant;
 
 use crate::checks::{CheckSpec, Exclusivity};
-use crate::engine::context::{Budget, Capability, CheckError, Ctx, Outcome, ProgressFn, Status};
 use crate::engine::gate;
 use crate::engine::plan::{self, BoxFuture, Executor, Item, Sched};
-use crate::engine::spawn::{SpawnRequest, Spawned};
-use crate::engine::target::{ProcessControl, Target};
-use crate::policy::{Check, Diagnostic, Policy, Secret, Severity, Waiver};
+use crate::outcome::{Capability, CheckError, Outcome, Status};
+use crate::policy::{Check, Policy, Severity, Waiver};
 use crate::report::{CheckResult, PolicyInfo, Report, TargetInfo};
+use crate::secret::Secret;
+use crate::target::spawn::{SpawnRequest, Spawned};
+use crate::target::{Budget, Ctx, ProgressFn};
+use crate::target::{ProcessControl, Target};
 
-/// The policy used when none is given.
-pub const DEFAULT_POLICY: &str = "policies/production-hardening.yaml";
 /// The service profile used when preflight spawns the bundled service.
 pub const DEFAULT_CONFIG: &str = "config/core.yaml";
 /// How long the spawned service may take to print its address and then to become ready.
@@ -51,8 +51,11 @@ impl Progress for NoProgress {
 
 /// What `preflight check` was asked to do.
 pub struct CheckOptions {
-    /// Policy files; empty means [`DEFAULT_POLICY`].
-    pub policies: Vec<PathBuf>,
+    /// The loaded policy (the CLI loads it and reports its diagnostics).
+    pub policy: Policy,
+    /// The files it was loaded from, in order; the first one's directory anchors relative
+    /// paths in checks.
+    pub policy_files: Vec<PathBuf>,
     /// Remote target URL (overrides the policy's).
     pub target: Option<String>,
     pub admin_token: Option<String>,
@@ -72,38 +75,25 @@ pub struct CheckOptions {
 /// Why nothing ran.
 #[derive(Debug)]
 pub enum CheckFailure {
-    /// The policy is invalid: every diagnostic.
-    Invalid(Vec<Diagnostic>),
     /// The command line asks for something impossible.
     Usage(String),
 }
 
 /// Loads the policy, resolves the target, runs the checks and decides the verdict.
 pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
-    let policies = if opts.policies.is_empty() {
-        let default = PathBuf::from(DEFAULT_POLICY);
-        if !default.exists() {
-            return Err(CheckFailure::Usage(format!(
-                "no policy given and the default `{DEFAULT_POLICY}` does not exist here; \
-                 pass a policy file (e.g. `preflight check policies/smoke.yaml`) or run from the project root"
-            )));
-        }
-        vec![default]
-    } else {
-        opts.policies.clone()
-    };
-    let loaded = crate::policy::load(&policies).map_err(CheckFailure::Invalid)?;
-    let policy = loaded.policy;
+    let policy = &opts.policy;
     let checks = select(&policy.checks, &opts.only, &opts.skip).map_err(CheckFailure::Usage)?;
-    let policy_dir = policies[0]
-        .parent()
+    let policy_dir = opts
+        .policy_files
+        .first()
+        .and_then(|p| p.parent())
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
 
     let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let start = Instant::now();
 
-    let plan = resolve_target(&policy, &opts)?;
+    let plan = resolve_target(policy, &opts)?;
     let (target, target_info) = match plan {
         TargetPlan::Remote(t) => {
             let info = target_info(&t, None);
@@ -177,8 +167,8 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         policy: PolicyInfo {
             name: policy.name.clone(),
             description: policy.description.clone(),
-            files: loaded
-                .files
+            files: opts
+                .policy_files
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect(),
@@ -618,7 +608,8 @@ mod tests {
 
     fn opts() -> CheckOptions {
         CheckOptions {
-            policies: vec![],
+            policy: policy(serde_json::json!(null)),
+            policy_files: vec![],
             target: None,
             admin_token: None,
             config: None,

@@ -869,21 +869,9 @@ fn schema_node(schema_path: &str) -> (Option<&'static Value>, Option<String>) {
 /// schema against its meta-schema first, and the 2020-12 meta-schema's `$dynamicRef`s made
 /// that ~90 ms per process, most of `preflight lint`'s time. Patterns use `regex`, as they
 /// need no look-around.
-pub(crate) fn compile(schema: &Value) -> Option<jsonschema::Validator> {
-    let mut schema = schema.clone();
-    if let Some(o) = schema.as_object_mut() {
-        o.remove("$schema");
-    }
-    jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .with_pattern_options(jsonschema::PatternOptions::regex())
-        .build(&schema)
-        .ok()
-}
-
 fn validator() -> Option<&'static jsonschema::Validator> {
     static V: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
-    V.get_or_init(|| compile(schema::cached())).as_ref()
+    V.get_or_init(|| schema::compile(schema::cached())).as_ref()
 }
 
 fn validate_schema(value: &Value, locs: &HashMap<String, Loc>, out: &mut Vec<Pending>) {

@@ -2,13 +2,13 @@
 //! these types, so a field documented here is documented for editors too.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::checks::CheckSpec;
+use crate::secret::Secret;
 use crate::units::Dur;
 
 /// A policy file: what to check, against which target, and how to decide.
@@ -83,23 +83,6 @@ pub struct ProcessSpec {
 pub struct SpawnSpec {
     /// Service config profile, relative to the working directory.
     pub config: PathBuf,
-}
-
-/// A secret string (admin tokens): never printed, in any output.
-#[derive(Clone, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
 }
 
 /// How results become a verdict.

@@ -206,12 +206,25 @@ fn strip_null(v: &mut Value) {
     }
 }
 
+/// Compiles a policy schema into a validator (draft 7, with the `regex` crate for patterns).
+pub(crate) fn compile(schema: &serde_json::Value) -> Option<jsonschema::Validator> {
+    let mut schema = schema.clone();
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .build(&schema)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn validator() -> jsonschema::Validator {
-        crate::policy::load::compile(&schema()).expect("the schema compiles")
+        compile(&schema()).expect("the schema compiles")
     }
 
     #[test]

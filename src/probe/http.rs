@@ -8,8 +8,9 @@ use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-use crate::engine::context::{Budget, Capability, CheckError, Ctx};
-use crate::policy::Secret;
+use crate::outcome::{Capability, CheckError};
+use crate::secret::Secret;
+use crate::target::{Budget, Ctx};
 use crate::units::RequestLine;
 
 /// A received response with its timing.

@@ -30,7 +30,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
-use crate::engine::context::{Budget, CheckError};
+use crate::outcome::CheckError;
+use crate::target::Budget;
 
 /// Where requests go: the target's socket address and its `Host`.
 #[derive(Debug, Clone)]

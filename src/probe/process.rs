@@ -1,7 +1,7 @@
 //! Resident memory of the target: from a local pid (`/proc/<pid>/status`, with sysinfo as the
 //! portable fallback) or from the `process_resident_memory_bytes` metric.
 
-use crate::engine::context::CheckError;
+use crate::outcome::CheckError;
 use crate::probe::http::Http;
 
 /// RSS in bytes of a local process.

@@ -6,7 +6,8 @@
 use std::fmt::Write as _;
 use std::io;
 
-use crate::report::{Chart, ChartKind, RenderOpts, Report};
+use crate::outcome::{Chart, ChartKind};
+use crate::report::{RenderOpts, Report};
 
 const COLORS: [&str; 6] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2",
@@ -474,7 +475,8 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{CheckResult, Series};
+    use crate::outcome::Series;
+    use crate::report::CheckResult;
 
     fn chart(kind: ChartKind) -> Chart {
         Chart {
@@ -522,7 +524,7 @@ mod tests {
         assert!(svg(&empty).contains("no data"));
     }
 
-    fn result(id: &str, status: crate::engine::context::Status, charts: Vec<Chart>) -> CheckResult {
+    fn result(id: &str, status: crate::outcome::Status, charts: Vec<Chart>) -> CheckResult {
         CheckResult {
             id: id.into(),
             kind: "memory_growth".into(),
@@ -534,11 +536,11 @@ mod tests {
             attempts: 1,
             duration_ms: 12,
             summary: format!("{id} summary"),
-            observations: vec![crate::engine::context::Observation::new(
+            observations: vec![crate::outcome::Observation::new(
                 "RSS growth",
                 "≤ 1KiB",
                 "17766 B",
-                status == crate::engine::context::Status::Pass,
+                status == crate::outcome::Status::Pass,
             )],
             sent: vec!["POST /v1/graph/build".into()],
             requests: 3,
@@ -548,7 +550,7 @@ mod tests {
     }
 
     fn report() -> Report {
-        use crate::engine::context::Status;
+        use crate::outcome::Status;
         use crate::report::{Counts, PolicyInfo, TargetInfo, Verdict};
         Report {
             schema_version: crate::report::SCHEMA_VERSION,

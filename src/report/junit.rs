@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io;
 
-use crate::engine::context::Status;
+use crate::outcome::Status;
 use crate::report::{RenderOpts, Report};
 
 pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io::Result<()> {

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use crate::engine::context::Status;
+use crate::outcome::Status;
 use crate::report::{RenderOpts, Report, Verdict, fmt_ms};
 
 fn icon(s: Status) -> &'static str {

@@ -14,24 +14,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::error::AppError;
+use super::feed::FeedFault;
 use super::{Shared, lock};
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FeedMode {
-    #[default]
-    Ok,
-    Fail,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeedFault {
-    #[serde(default)]
-    pub mode: FeedMode,
-    #[serde(default)]
-    pub latency_ms: u64,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

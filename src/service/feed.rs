@@ -5,12 +5,30 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::admin::FeedMode;
 use super::breaker::{Admission, State, Transition};
 use super::store::Tick;
 use super::{Shared, lock, now_ms};
+
+/// Whether the feed answers or fails (an admin fault).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedMode {
+    #[default]
+    Ok,
+    Fail,
+}
+
+/// An injected feed fault (set through the admin API).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeedFault {
+    #[serde(default)]
+    pub mode: FeedMode,
+    #[serde(default)]
+    pub latency_ms: u64,
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PollResult {

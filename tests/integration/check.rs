@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use preflight::engine::{Observation, Status};
+use preflight::outcome::{Observation, Status};
 use preflight::policy::Severity;
 use preflight::report::{
     self, CheckResult, Counts, Format, PolicyInfo, RenderOpts, Report, TargetInfo, Verdict,

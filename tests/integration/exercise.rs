@@ -13,9 +13,10 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use preflight::checks::CheckSpec;
-use preflight::engine::context::{Budget, Ctx, Outcome, Status};
-use preflight::engine::target::Target;
+use preflight::outcome::{Outcome, Status};
 use preflight::probe::load::{self, Endpoint, LoadConfig, Request};
+use preflight::target::Target;
+use preflight::target::{Budget, Ctx};
 use preflight::units::RequestLine;
 
 fn ip(a: u8, b: u8, c: u8) -> IpAddr {
@@ -304,7 +305,7 @@ async fn burst_releases_all_requests_together() {
 fn service_target(svc: &crate::support::Service) -> Target {
     Target {
         url: svc.url.clone(),
-        admin_token: Some(preflight::policy::Secret(svc.token.clone())),
+        admin_token: Some(preflight::secret::Secret(svc.token.clone())),
         process: None,
         log_dir: Some(svc.data_dir.join("logs")),
         sqlite: Some(svc.data_dir.join("core.db")),

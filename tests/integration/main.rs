@@ -6,6 +6,7 @@
 #![allow(clippy::await_holding_lock)]
 
 mod app;
+mod architecture;
 mod check;
 mod cli;
 mod exercise;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use preflight::engine::spawn::is_alive;
+use preflight::target::spawn::is_alive;
 use serde_json::{Value, json};
 
 fn root() -> &'static Path {

@@ -1,19 +1,15 @@
-//! What a check gets to run with ([`Ctx`]) and what it gives back ([`Outcome`]).
+//! The contract: what a check (and later a canary metric or an audit step) gives back.
+//!
+//! [`Status`], [`Observation`], [`Outcome`], [`CheckError`], [`Capability`] and [`Chart`] are
+//! plain data at the bottom of the import graph: engine, checks, report, canary, audit and
+//! watch depend on this module, and it depends on nothing else of the crate.
 //!
 //! A check never prints and never panics on what a target does: transport failures and
 //! timeouts become [`CheckError`], which the engine turns into ERROR (or SKIP when a
 //! capability is missing).
 
-use std::net::IpAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use schemars::JsonSchema;
 use serde::Serialize;
-use tokio::time::Instant;
-
-use crate::engine::target::Target;
-use crate::report::Chart;
 
 /// Result of one evaluated check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
@@ -182,88 +178,27 @@ impl Outcome {
     }
 }
 
-/// Counts requests against a check's budget; shared by all tasks of one check.
-#[derive(Debug, Clone)]
-pub struct Budget {
-    limit: u64,
-    used: Arc<AtomicU64>,
+/// A chart for the HTML report: generic series of (x, y) points.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Chart {
+    pub title: String,
+    pub kind: ChartKind,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
 }
 
-impl Budget {
-    pub fn new(limit: u64) -> Self {
-        Budget {
-            limit,
-            used: Arc::new(AtomicU64::new(0)),
-        }
-    }
-
-    /// Takes `n` requests from the budget, or fails when it would exceed it.
-    pub fn take(&self, n: u64) -> Result<(), CheckError> {
-        let before = self.used.fetch_add(n, Ordering::Relaxed);
-        if before + n > self.limit {
-            Err(CheckError::Budget(self.limit))
-        } else {
-            Ok(())
-        }
-    }
-
-    pub fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed).min(self.limit)
-    }
-
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChartKind {
+    Line,
+    Scatter,
+    Bars,
+    Steps,
 }
 
-/// A sink for progress messages of a long check (rendered by the CLI, e.g. with indicatif).
-pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
-
-/// Everything a check runs with.
-#[derive(Clone)]
-pub struct Ctx {
-    /// The service under test.
-    pub target: Arc<Target>,
-    /// This check's own client source address in 127.0.0.0/8 (per-check isolation).
-    pub source: IpAddr,
-    /// Further addresses this check may use (e.g. the rate-limit check's second client, a
-    /// flood spread over many clients). Disjoint from every other check's.
-    pub extra_sources: Vec<IpAddr>,
-    /// When the check must have finished.
-    pub deadline: Instant,
-    /// Request budget.
-    pub budget: Budget,
-    /// Directory of the policy file, for relative paths.
-    pub policy_dir: PathBuf,
-    /// Progress reporting.
-    pub progress: ProgressFn,
-}
-
-impl Ctx {
-    /// Time left before the deadline; an error once it has passed.
-    pub fn remaining(&self) -> Result<std::time::Duration, CheckError> {
-        let now = Instant::now();
-        if now >= self.deadline {
-            Err(CheckError::Deadline(std::time::Duration::ZERO))
-        } else {
-            Ok(self.deadline - now)
-        }
-    }
-
-    /// Reports progress (`"build 1200/3000"`).
-    pub fn progress(&self, msg: &str) {
-        (self.progress)(msg)
-    }
-
-    /// Fails with SKIP unless the target has `cap`.
-    pub fn require(&self, cap: Capability) -> Result<(), CheckError> {
-        if self.target.has(cap) {
-            Ok(())
-        } else {
-            Err(CheckError::Missing {
-                capability: cap,
-                hint: self.target.missing_hint(cap),
-            })
-        }
-    }
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
 }

@@ -1,16 +1,26 @@
-//! Targets: the service under test, spawned by preflight or given by URL, and the
-//! capabilities that follow from what is known about it.
+//! Targets: the service under test, spawned by preflight or given by URL, the capabilities
+//! that follow from what is known about it, and what a check runs with ([`Ctx`]).
+//!
+//! It sits below `probe` and `checks` (which drive a target) and above the contract
+//! ([`crate::outcome`]); the engine builds targets and contexts, checks only use them.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::engine::context::{Capability, CheckError};
-use crate::policy::Secret;
+use tokio::time::Instant;
+
+use crate::outcome::{Capability, CheckError};
+use crate::secret::Secret;
+
+pub mod spawn;
 
 /// How preflight controls the target's process.
 #[derive(Debug)]
 pub enum ProcessControl {
     /// preflight spawned the bundled service and owns the child.
-    Spawned(Box<crate::engine::spawn::Spawned>),
+    Spawned(Box<spawn::Spawned>),
     /// A remote target with a pid file and an optional restart command.
     Remote {
         pid_file: PathBuf,
@@ -133,7 +143,7 @@ impl Target {
             ProcessControl::Spawned(s) => s.kill_hard().await,
             ProcessControl::Remote { .. } => {
                 let pid = self.pid()?;
-                crate::engine::spawn::kill_pid_hard(pid).await
+                spawn::kill_pid_hard(pid).await
             }
         }
     }
@@ -143,9 +153,93 @@ impl Target {
     pub async fn restart(&self) -> Result<(), CheckError> {
         match self.process()? {
             ProcessControl::Spawned(s) => s.restart().await,
-            ProcessControl::Remote { restart, .. } => {
-                crate::engine::spawn::run_restart_command(restart).await
-            }
+            ProcessControl::Remote { restart, .. } => spawn::run_restart_command(restart).await,
+        }
+    }
+}
+
+/// Counts requests against a check's budget; shared by all tasks of one check.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: u64,
+    used: Arc<AtomicU64>,
+}
+
+impl Budget {
+    pub fn new(limit: u64) -> Self {
+        Budget {
+            limit,
+            used: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Takes `n` requests from the budget, or fails when it would exceed it.
+    pub fn take(&self, n: u64) -> Result<(), CheckError> {
+        let before = self.used.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.limit {
+            Err(CheckError::Budget(self.limit))
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed).min(self.limit)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// A sink for progress messages of a long check (rendered by the CLI, e.g. with indicatif).
+pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Everything a check runs with.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The service under test.
+    pub target: Arc<Target>,
+    /// This check's own client source address in 127.0.0.0/8 (per-check isolation).
+    pub source: IpAddr,
+    /// Further addresses this check may use (e.g. the rate-limit check's second client, a
+    /// flood spread over many clients). Disjoint from every other check's.
+    pub extra_sources: Vec<IpAddr>,
+    /// When the check must have finished.
+    pub deadline: Instant,
+    /// Request budget.
+    pub budget: Budget,
+    /// Directory of the policy file, for relative paths.
+    pub policy_dir: PathBuf,
+    /// Progress reporting.
+    pub progress: ProgressFn,
+}
+
+impl Ctx {
+    /// Time left before the deadline; an error once it has passed.
+    pub fn remaining(&self) -> Result<std::time::Duration, CheckError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            Err(CheckError::Deadline(std::time::Duration::ZERO))
+        } else {
+            Ok(self.deadline - now)
+        }
+    }
+
+    /// Reports progress (`"build 1200/3000"`).
+    pub fn progress(&self, msg: &str) {
+        (self.progress)(msg)
+    }
+
+    /// Fails with SKIP unless the target has `cap`.
+    pub fn require(&self, cap: Capability) -> Result<(), CheckError> {
+        if self.target.has(cap) {
+            Ok(())
+        } else {
+            Err(CheckError::Missing {
+                capability: cap,
+                hint: self.target.missing_hint(cap),
+            })
         }
     }
 }

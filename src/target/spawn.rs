@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::engine::context::CheckError;
+use crate::outcome::CheckError;
 
 /// A spawned core service. Dropping it kills the child.
 #[derive(Debug)]
@@ -249,7 +249,7 @@ pub const RESTART_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn run_restart_command(argv: &[String]) -> Result<(), CheckError> {
     let Some((prog, args)) = argv.split_first() else {
         return Err(CheckError::Missing {
-            capability: crate::engine::Capability::Process,
+            capability: crate::outcome::Capability::Process,
             hint: "set `target.process.restart` to the command that starts the service".into(),
         });
     };
@@ -359,6 +359,6 @@ mod tests {
         assert!(msg.contains("no such unit"), "{msg}");
         assert!(msg.contains('5'), "{msg}");
         let e = run_restart_command(&[]).await.unwrap_err();
-        assert_eq!(e.status(), crate::engine::Status::Skip);
+        assert_eq!(e.status(), crate::outcome::Status::Skip);
     }
 }
