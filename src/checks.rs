@@ -11,50 +11,170 @@ use crate::outcome::{CheckError, Outcome};
 use crate::target::Ctx;
 use crate::units::Dur;
 
-pub mod circuit_breaker;
-pub mod command;
-pub mod crash_recovery;
-pub mod file;
-pub mod http;
-pub mod load_shedding;
-pub mod load_slo;
-pub mod log_retention;
-pub mod memory_growth;
-pub mod metric;
-pub mod query_timeout;
-pub mod rate_limit;
-pub mod sqlite;
+/// A stable diagnostic code, `namespace/name` (kebab-case), documented in
+/// `docs/diagnostics.md`. A kind declares its codes as private constants and lists them in
+/// its [`Kind::codes`]: a code declared but not listed is dead code (a lint error), and the
+/// registry tests check each listed code's namespace and documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub &'static str);
 
-/// The kind of a check and its fields.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum CheckSpec {
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Codes shared by several kinds (the `policy/` namespace).
+pub mod codes {
+    use super::Code;
+    /// A minimum above its maximum.
+    pub const MIN_ABOVE_MAX: Code = Code("policy/min-above-max");
+    /// A count that must be positive is zero.
+    pub const ZERO: Code = Code("policy/zero");
+    /// A regular expression that does not compile.
+    pub const BAD_REGEX: Code = Code("policy/bad-regex");
+    /// A path that is not valid where it is used.
+    pub const BAD_PATH: Code = Code("policy/bad-path");
+    /// Every shared code.
+    pub const ALL: &[Code] = &[MIN_ABOVE_MAX, ZERO, BAD_REGEX, BAD_PATH];
+}
+
+/// What the registry knows of a kind, declared in the kind's own file (`Spec::KIND`).
+#[derive(Debug)]
+pub struct Kind {
+    /// The name written in policies (`kind: rate_limit`).
+    pub name: &'static str,
+    /// Its diagnostic code namespace (`rate-limit`).
+    pub namespace: &'static str,
+    /// Whether it disturbs the target.
+    pub exclusivity: Exclusivity,
+    /// Its own diagnostic codes (each in `namespace`).
+    pub codes: &'static [Code],
+}
+
+/// A check kind's spec, implemented in the kind's own file: with one line in [`registry!`]
+/// that is all a new kind needs. No method has a default, so the compiler asks for each.
+pub trait KindSpec:
+    Sized + Serialize + serde::de::DeserializeOwned + JsonSchema + Clone + std::fmt::Debug
+{
+    /// Name, namespace, exclusivity and codes.
+    const KIND: Kind;
+    /// Pure validation of the kind's fields.
+    fn validate(&self, p: &mut Problems);
+    /// Deadline when the policy gives none.
+    fn default_timeout(&self) -> Dur;
+    /// Request budget when the policy gives none.
+    fn default_budget(&self) -> u64;
+    /// Runs the check: measures through `ctx`, then judges.
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send;
+}
+
+/// The one registration point: each line names a kind's variant and module. It generates the
+/// [`CheckSpec`] enum (serde tag `kind`, the schema from the same types), its dispatch, the
+/// [`KINDS`] table and [`type_spec`]; every arm is generated, so no kind gets a silent default.
+macro_rules! registry {
+    ($( $(#[$doc:meta])* $variant:ident($module:ident) ),* $(,)?) => {
+        $( pub mod $module; )*
+
+        /// The kind of a check and its fields.
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum CheckSpec {
+            $( $(#[$doc])* $variant($module::Spec), )*
+        }
+
+        /// Every kind, in registry order.
+        pub const KINDS: &[&Kind] = &[ $( &<$module::Spec as KindSpec>::KIND, )* ];
+
+        impl CheckSpec {
+            /// The registry entry of this check's kind.
+            pub fn info(&self) -> &'static Kind {
+                match self {
+                    $( CheckSpec::$variant(_) => &<$module::Spec as KindSpec>::KIND, )*
+                }
+            }
+
+            /// Pure validation of the kind's fields.
+            pub fn validate(&self, p: &mut Problems) {
+                match self {
+                    $( CheckSpec::$variant(s) => s.validate(p), )*
+                }
+            }
+
+            /// Deadline when the policy gives none.
+            pub fn default_timeout(&self) -> Dur {
+                match self {
+                    $( CheckSpec::$variant(s) => s.default_timeout(), )*
+                }
+            }
+
+            /// Request budget when the policy gives none.
+            pub fn default_budget(&self) -> u64 {
+                match self {
+                    $( CheckSpec::$variant(s) => s.default_budget(), )*
+                }
+            }
+
+            /// Runs the check.
+            pub async fn run(&self, ctx: &Ctx) -> Result<Outcome, CheckError> {
+                match self {
+                    $( CheckSpec::$variant(s) => s.run(ctx).await, )*
+                }
+            }
+        }
+
+        /// Types one kind's own fields alone (`kind` and the common fields removed), so a type
+        /// error keeps the exact path of the bad field (serde loses it through `flatten` and
+        /// internally tagged enums). `None` for an unknown kind.
+        pub fn type_spec(
+            kind: &str,
+            fields: serde_json::Value,
+        ) -> Option<Result<CheckSpec, serde_path_to_error::Error<serde_json::Error>>> {
+            $(
+                if kind == <$module::Spec as KindSpec>::KIND.name {
+                    return Some(
+                        serde_path_to_error::deserialize::<_, $module::Spec>(fields)
+                            .map(CheckSpec::$variant),
+                    );
+                }
+            )*
+            None
+        }
+    };
+}
+registry! {
     /// One HTTP request; status, headers, JSON values, body and latency as expected.
-    Http(http::Spec),
+    Http(http),
     /// A Prometheus metric from the target's `/metrics` (optionally the change across a workload).
-    Metric(metric::Spec),
+    Metric(metric),
     /// A local file exists, has a mode, contains text.
-    File(file::Spec),
+    File(file),
     /// A local command exits as expected and prints what is expected.
-    Command(command::Spec),
+    Command(command),
     /// A read-only SQLite query returns the expected value.
-    Sqlite(sqlite::Spec),
+    Sqlite(sqlite),
     /// Bursts from one address trip the per-IP limiter; refill and isolation hold.
-    RateLimit(rate_limit::Spec),
+    RateLimit(rate_limit),
     /// A query beyond its budget is cut off in time with the timeout status.
-    QueryTimeout(query_timeout::Spec),
+    QueryTimeout(query_timeout),
     /// Injected dependency failures open the breaker at the threshold; it recovers.
-    CircuitBreaker(circuit_breaker::Spec),
+    CircuitBreaker(circuit_breaker),
     /// Concurrency past the bound is shed at once; accepted latency stays bounded.
-    LoadShedding(load_shedding::Spec),
+    LoadShedding(load_shedding),
     /// RSS does not grow with repeated work (Theil–Sen slope per iteration).
-    MemoryGrowth(memory_growth::Spec),
+    MemoryGrowth(memory_growth),
     /// Expired rotated logs are deleted, recent ones and foreign files kept.
-    LogRetention(log_retention::Spec),
+    LogRetention(log_retention),
     /// Acknowledged writes and the last snapshot survive SIGKILL; restart is quick.
-    CrashRecovery(crash_recovery::Spec),
+    CrashRecovery(crash_recovery),
     /// Paced open-loop load meets latency, error and throughput thresholds.
-    LoadSlo(load_slo::Spec),
+    LoadSlo(load_slo),
 }
 
 /// A problem found by pure validation of one check's fields.
@@ -63,7 +183,7 @@ pub struct Problem {
     /// JSON Pointer of the offending field, relative to the check (e.g. `/burst`).
     pub field: String,
     /// Stable diagnostic code, e.g. `rate-limit/tolerance-too-wide`.
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
     pub hint: Option<String>,
     /// Warnings do not make a policy invalid.
@@ -78,7 +198,7 @@ impl Problems {
     pub fn error(
         &mut self,
         field: &str,
-        code: &'static str,
+        code: Code,
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
@@ -94,7 +214,7 @@ impl Problems {
     pub fn warning(
         &mut self,
         field: &str,
-        code: &'static str,
+        code: Code,
         message: impl Into<String>,
         hint: impl Into<String>,
     ) {
@@ -118,7 +238,7 @@ impl Problems {
         if min > max {
             self.error(
                 field,
-                "policy/min-above-max",
+                codes::MIN_ABOVE_MAX,
                 format!("{what}: minimum {min} is above maximum {max}"),
                 "swap the two values",
             );
@@ -128,12 +248,7 @@ impl Problems {
     /// Shared rule: a count must be positive.
     pub fn positive(&mut self, field: &str, value: u64, what: &str) {
         if value == 0 {
-            self.error(
-                field,
-                "policy/zero",
-                format!("{what} must be at least 1"),
-                "",
-            );
+            self.error(field, codes::ZERO, format!("{what} must be at least 1"), "");
         }
     }
 }
@@ -150,98 +265,77 @@ pub enum Exclusivity {
 impl CheckSpec {
     /// The kind's name as written in policies.
     pub fn kind(&self) -> &'static str {
-        match self {
-            CheckSpec::Http(_) => "http",
-            CheckSpec::Metric(_) => "metric",
-            CheckSpec::File(_) => "file",
-            CheckSpec::Command(_) => "command",
-            CheckSpec::Sqlite(_) => "sqlite",
-            CheckSpec::RateLimit(_) => "rate_limit",
-            CheckSpec::QueryTimeout(_) => "query_timeout",
-            CheckSpec::CircuitBreaker(_) => "circuit_breaker",
-            CheckSpec::LoadShedding(_) => "load_shedding",
-            CheckSpec::MemoryGrowth(_) => "memory_growth",
-            CheckSpec::LogRetention(_) => "log_retention",
-            CheckSpec::CrashRecovery(_) => "crash_recovery",
-            CheckSpec::LoadSlo(_) => "load_slo",
-        }
-    }
-
-    /// Pure validation of the kind's fields.
-    pub fn validate(&self, p: &mut Problems) {
-        match self {
-            CheckSpec::Http(s) => s.validate(p),
-            CheckSpec::Metric(s) => s.validate(p),
-            CheckSpec::File(s) => s.validate(p),
-            CheckSpec::Command(s) => s.validate(p),
-            CheckSpec::Sqlite(s) => s.validate(p),
-            CheckSpec::RateLimit(s) => s.validate(p),
-            CheckSpec::QueryTimeout(s) => s.validate(p),
-            CheckSpec::CircuitBreaker(s) => s.validate(p),
-            CheckSpec::LoadShedding(s) => s.validate(p),
-            CheckSpec::MemoryGrowth(s) => s.validate(p),
-            CheckSpec::LogRetention(s) => s.validate(p),
-            CheckSpec::CrashRecovery(s) => s.validate(p),
-            CheckSpec::LoadSlo(s) => s.validate(p),
-        }
+        self.info().name
     }
 
     /// Whether the check disturbs the target.
     pub fn exclusivity(&self) -> Exclusivity {
-        match self {
-            CheckSpec::Http(_)
-            | CheckSpec::Metric(_)
-            | CheckSpec::File(_)
-            | CheckSpec::Command(_)
-            | CheckSpec::Sqlite(_) => Exclusivity::Shared,
-            _ => Exclusivity::Exclusive,
+        self.info().exclusivity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_is_named_as_serde_names_it() {
+        for k in KINDS {
+            // An unknown variant would say so; a known one complains about its fields.
+            let e = serde_json::from_value::<CheckSpec>(serde_json::json!({"kind": k.name}))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!e.contains("unknown variant"), "{}: {e}", k.name);
+            assert!(
+                type_spec(k.name, serde_json::Value::Null).is_some(),
+                "{}",
+                k.name
+            );
         }
+        assert!(type_spec("no_such_kind", serde_json::Value::Null).is_none());
     }
 
-    /// Deadline when the policy gives none.
-    pub fn default_timeout(&self) -> Dur {
-        match self {
-            CheckSpec::Http(_)
-            | CheckSpec::Metric(_)
-            | CheckSpec::File(_)
-            | CheckSpec::Sqlite(_) => Dur::from_secs(30),
-            CheckSpec::Command(s) => Dur(s.timeout.0 + std::time::Duration::from_secs(5)),
-            CheckSpec::LoadSlo(s) => Dur(s.duration.0 * 2 + std::time::Duration::from_secs(30)),
-            _ => Dur::from_secs(120),
-        }
-    }
-
-    /// Request budget when the policy gives none.
-    pub fn default_budget(&self) -> u64 {
-        match self {
-            CheckSpec::Http(_)
-            | CheckSpec::File(_)
-            | CheckSpec::Command(_)
-            | CheckSpec::Sqlite(_) => 1_000,
-            CheckSpec::Metric(_) => 100_000,
-            CheckSpec::LoadSlo(s) => {
-                (s.rate.per_second() * s.duration.0.as_secs_f64() * 1.2) as u64 + 1_000
+    #[test]
+    fn names_namespaces_and_codes_are_unique_and_well_formed() {
+        let mut names = std::collections::BTreeSet::new();
+        let mut spaces = std::collections::BTreeSet::new();
+        let mut all = std::collections::BTreeSet::new();
+        for k in KINDS {
+            assert!(names.insert(k.name), "kind {} twice", k.name);
+            assert!(
+                spaces.insert(k.namespace),
+                "namespace {} twice",
+                k.namespace
+            );
+            assert_eq!(k.namespace, k.name.replace('_', "-"), "{}", k.name);
+            for c in k.codes {
+                let (ns, rest) = c.as_str().split_once('/').expect("namespace/name");
+                assert_eq!(ns, k.namespace, "{c} is in {}'s list", k.name);
+                assert!(
+                    !rest.is_empty()
+                        && rest.split('-').all(|w| !w.is_empty()
+                            && w.chars()
+                                .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit())),
+                    "{c} is not kebab-case"
+                );
+                assert!(all.insert(*c), "{c} twice");
             }
-            _ => 1_000_000,
         }
+        for c in codes::ALL {
+            assert!(c.as_str().starts_with("policy/"), "{c}");
+            assert!(all.insert(*c), "{c} twice");
+        }
+        assert!(KINDS.len() >= 13 && all.len() > KINDS.len());
     }
 
-    /// Runs the check.
-    pub async fn run(&self, ctx: &Ctx) -> Result<Outcome, CheckError> {
-        match self {
-            CheckSpec::Http(s) => http::run(s, ctx).await,
-            CheckSpec::Metric(s) => metric::run(s, ctx).await,
-            CheckSpec::File(s) => file::run(s, ctx).await,
-            CheckSpec::Command(s) => command::run(s, ctx).await,
-            CheckSpec::Sqlite(s) => sqlite::run(s, ctx).await,
-            CheckSpec::RateLimit(s) => rate_limit::run(s, ctx).await,
-            CheckSpec::QueryTimeout(s) => query_timeout::run(s, ctx).await,
-            CheckSpec::CircuitBreaker(s) => circuit_breaker::run(s, ctx).await,
-            CheckSpec::LoadShedding(s) => load_shedding::run(s, ctx).await,
-            CheckSpec::MemoryGrowth(s) => memory_growth::run(s, ctx).await,
-            CheckSpec::LogRetention(s) => log_retention::run(s, ctx).await,
-            CheckSpec::CrashRecovery(s) => crash_recovery::run(s, ctx).await,
-            CheckSpec::LoadSlo(s) => load_slo::run(s, ctx).await,
-        }
+    #[test]
+    fn only_read_only_kinds_share_the_target() {
+        let shared: Vec<&str> = KINDS
+            .iter()
+            .filter(|k| k.exclusivity == Exclusivity::Shared)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(shared, ["http", "metric", "file", "command", "sqlite"]);
     }
 }

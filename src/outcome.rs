@@ -21,6 +21,10 @@ pub enum Status {
     Error,
     /// Not applicable, with the reason.
     Skip,
+    /// Measured, but the evidence cannot decide either way (too few samples, an interval
+    /// that straddles the limit, a target not in the state the check needs), with the reason.
+    /// Never a pass: at a blocking severity the verdict is INCONCLUSIVE.
+    Inconclusive,
 }
 
 impl Status {
@@ -30,6 +34,7 @@ impl Status {
             Status::Fail => "FAIL",
             Status::Error => "ERROR",
             Status::Skip => "SKIP",
+            Status::Inconclusive => "INCONCLUSIVE",
         }
     }
 }
@@ -86,6 +91,9 @@ pub enum CheckError {
     /// A local operation failed (file, command, database): ERROR.
     #[error("{0}")]
     Local(String),
+    /// The check ran but could not decide, before it had evidence to show: INCONCLUSIVE.
+    #[error("inconclusive: {0}")]
+    Inconclusive(String),
 }
 
 impl CheckError {
@@ -93,6 +101,7 @@ impl CheckError {
     pub fn status(&self) -> Status {
         match self {
             CheckError::Missing { .. } | CheckError::NotApplicable(_) => Status::Skip,
+            CheckError::Inconclusive(_) => Status::Inconclusive,
             _ => Status::Error,
         }
     }
@@ -140,16 +149,36 @@ pub struct Outcome {
     pub charts: Vec<Chart>,
     /// Kind-specific measured data (samples, fitted slope, timeline) for the JSON report.
     pub evidence: serde_json::Value,
+    /// Why the evidence cannot decide (see [`Status::Inconclusive`]); `None` when it can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
 }
 
 impl Outcome {
-    /// PASS when there is at least one observation and all hold; FAIL otherwise.
+    /// FAIL when an observation does not hold; otherwise INCONCLUSIVE when the judge said
+    /// the evidence cannot decide; PASS when there is at least one observation and all hold.
     pub fn status(&self) -> Status {
-        if !self.observations.is_empty() && self.observations.iter().all(|o| o.ok) {
-            Status::Pass
-        } else {
+        if self.observations.iter().any(|o| !o.ok) {
             Status::Fail
+        } else if self.inconclusive.is_some() {
+            Status::Inconclusive
+        } else if self.observations.is_empty() {
+            Status::Fail
+        } else {
+            Status::Pass
         }
+    }
+
+    /// Marks the outcome undecided, with the reason (kept in the summary).
+    pub fn undecided(&mut self, reason: impl Into<String>) -> &mut Self {
+        let reason = reason.into();
+        if !self.summary.is_empty() {
+            self.summary.push_str("; ");
+        }
+        self.summary.push_str("inconclusive: ");
+        self.summary.push_str(&reason);
+        self.inconclusive = Some(reason);
+        self
     }
 
     /// Appends the unmet requirements (at most three) to the summary, so that a FAIL says
@@ -201,4 +230,34 @@ pub enum ChartKind {
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(b: bool) -> Observation {
+        Observation::new("x", "1", "1", b)
+    }
+
+    #[test]
+    fn status_follows_observations_and_a_failure_beats_undecided() {
+        let mut o = Outcome::default();
+        assert_eq!(o.status(), Status::Fail, "nothing observed is no pass");
+        o.observe(ok(true));
+        assert_eq!(o.status(), Status::Pass);
+        o.undecided("interval straddles the limit");
+        assert_eq!(o.status(), Status::Inconclusive);
+        assert!(
+            o.summary.contains("inconclusive: interval straddles"),
+            "{}",
+            o.summary
+        );
+        o.observe(ok(false));
+        assert_eq!(o.status(), Status::Fail);
+        assert_eq!(
+            CheckError::Inconclusive("bucket not full".into()).status(),
+            Status::Inconclusive
+        );
+    }
 }

@@ -136,6 +136,9 @@ pub struct Counts {
     pub fail: usize,
     pub error: usize,
     pub skip: usize,
+    /// Checks whose evidence could not decide (never a pass).
+    #[serde(default)]
+    pub inconclusive: usize,
     /// Failures or errors not blocking because a waiver applies.
     pub waived: usize,
 }
@@ -202,8 +205,13 @@ impl CheckResult {
 impl Counts {
     /// `N checks: a pass, b fail, c error, d skip, e waived`, shared by the text formats.
     pub fn line(&self, checks: usize) -> String {
+        let undecided = if self.inconclusive > 0 {
+            format!(", {} inconclusive", self.inconclusive)
+        } else {
+            String::new()
+        };
         format!(
-            "{checks} checks: {} pass, {} fail, {} error, {} skip, {} waived",
+            "{checks} checks: {} pass, {} fail, {} error, {} skip{undecided}, {} waived",
             self.pass, self.fail, self.error, self.skip, self.waived
         )
     }

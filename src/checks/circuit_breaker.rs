@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::http::Http;
@@ -46,12 +46,12 @@ fn default_slack() -> Dur {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         p.positive("/threshold", self.threshold.into(), "threshold");
         if self.threshold > 10_000 {
             p.warning(
                 "/threshold",
-                "circuit-breaker/huge-threshold",
+                HUGE_THRESHOLD,
                 format!(
                     "a threshold of {} means the breaker practically never opens",
                     self.threshold
@@ -62,7 +62,7 @@ impl Spec {
         if self.reset_timeout.0.is_zero() {
             p.error(
                 "/reset_timeout",
-                "circuit-breaker/zero-reset",
+                ZERO_RESET,
                 "the reset timeout must be above zero",
                 "e.g. `reset_timeout: 2s`",
             );
@@ -455,4 +455,32 @@ async fn exercise(
         }
     );
     Ok(())
+}
+
+const HUGE_THRESHOLD: Code = Code("circuit-breaker/huge-threshold");
+const ZERO_RESET: Code = Code("circuit-breaker/zero-reset");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "circuit_breaker",
+        namespace: "circuit-breaker",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[HUGE_THRESHOLD, ZERO_RESET],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

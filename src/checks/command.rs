@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::target::Ctx;
 use crate::units::Dur;
@@ -43,11 +43,11 @@ fn default_timeout() -> Dur {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if self.argv.is_empty() || self.argv[0].is_empty() {
             p.error(
                 "/argv",
-                "command/empty-argv",
+                EMPTY_ARGV,
                 "`argv` needs at least the program",
                 "e.g. `argv: [preflight, status, --format, tmux]`",
             );
@@ -58,7 +58,7 @@ impl Spec {
         ] {
             if let Some(re) = re {
                 if let Err(e) = regex::Regex::new(re) {
-                    p.error(field, "policy/bad-regex", format!("invalid regex: {e}"), "");
+                    p.error(field, crate::checks::codes::BAD_REGEX, format!("invalid regex: {e}"), "");
                 }
             }
         }
@@ -248,6 +248,34 @@ fn truncate(s: &str, max: usize) -> String {
 
 fn snippet(s: &str) -> String {
     format!("{:?}", truncate(s.trim_end(), 200))
+}
+
+
+const EMPTY_ARGV: Code = Code("command/empty-argv");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "command",
+        namespace: "command",
+        exclusivity: Exclusivity::Shared,
+        codes: &[EMPTY_ARGV],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur(self.timeout.0 + std::time::Duration::from_secs(5))
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }
 
 #[cfg(test)]

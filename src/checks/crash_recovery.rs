@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::checks::Problems;
+use crate::checks::{Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::probe::http::Http;
 use crate::target::Ctx;
@@ -43,7 +43,7 @@ fn yes() -> bool {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         p.positive("/ticks", self.ticks.into(), "ticks");
         p.positive("/batch", self.batch.into(), "batch");
         p.ordered("/batch", self.batch, self.ticks.max(1), "batch vs ticks");
@@ -321,6 +321,33 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         "restored_generation": restored,
     });
     Ok(out)
+}
+
+
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "crash_recovery",
+        namespace: "crash-recovery",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Problems;
+use crate::units::Dur;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::target::Ctx;
 
@@ -34,12 +35,12 @@ fn yes() -> bool {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if let Some(m) = &self.mode {
             if u32::from_str_radix(m.trim_start_matches("0o"), 8).is_err() {
                 p.error(
                     "/mode",
-                    "file/bad-mode",
+                    BAD_MODE,
                     format!("`{m}` is not an octal mode"),
                     "write e.g. \"0644\"",
                 );
@@ -49,7 +50,7 @@ impl Spec {
             if let Err(e) = regex::Regex::new(re) {
                 p.error(
                     &format!("/matches/{i}"),
-                    "policy/bad-regex",
+                    crate::checks::codes::BAD_REGEX,
                     format!("invalid regex: {e}"),
                     "",
                 );
@@ -60,7 +61,7 @@ impl Spec {
         {
             p.error(
                 "/exists",
-                "file/contradiction",
+                CONTRADICTION,
                 "a file that must not exist cannot have contents or a mode",
                 "remove `contains`, `matches` and `mode`, or set `exists: true`",
             );
@@ -164,6 +165,35 @@ fn file_mode(meta: &std::fs::Metadata) -> Option<u32> {
 #[cfg(not(unix))]
 fn file_mode(_: &std::fs::Metadata) -> Option<u32> {
     None
+}
+
+
+const BAD_MODE: Code = Code("file/bad-mode");
+const CONTRADICTION: Code = Code("file/contradiction");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "file",
+        namespace: "file",
+        exclusivity: Exclusivity::Shared,
+        codes: &[BAD_MODE, CONTRADICTION],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(30)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }
 
 #[cfg(test)]

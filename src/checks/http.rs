@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::http::Response;
 use crate::target::Ctx;
@@ -66,12 +66,12 @@ impl StatusSet {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         for ptr in self.expect.json.keys() {
             if !(ptr.is_empty() || ptr.starts_with('/')) {
                 p.error(
                     &format!("/expect/json/{}", crate::yaml::escape_token(ptr)),
-                    "http/bad-json-pointer",
+                    BAD_JSON_POINTER,
                     format!("`{ptr}` is not a JSON Pointer"),
                     "JSON Pointers start with `/`, e.g. `/detectors/instances`",
                 );
@@ -81,7 +81,7 @@ impl Spec {
             if let Err(e) = regex::Regex::new(re) {
                 p.error(
                     "/expect/body_matches",
-                    "policy/bad-regex",
+                    crate::checks::codes::BAD_REGEX,
                     format!("invalid regex: {e}"),
                     "",
                 );
@@ -91,7 +91,7 @@ impl Spec {
             if let Err(e) = regex::Regex::new(re) {
                 p.error(
                     &format!("/expect/headers/{}", crate::yaml::escape_token(name)),
-                    "policy/bad-regex",
+                    crate::checks::codes::BAD_REGEX,
                     format!("invalid regex: {e}"),
                     "",
                 );
@@ -106,7 +106,7 @@ impl Spec {
             if !(100..=599).contains(&c) {
                 p.error(
                     "/expect/status",
-                    "http/bad-status",
+                    BAD_STATUS,
                     format!("{c} is not an HTTP status code"),
                     "use a code from 100 to 599",
                 );
@@ -247,6 +247,35 @@ fn snippet(text: &str) -> String {
         s.push('…');
     }
     format!("{s:?}")
+}
+
+
+const BAD_JSON_POINTER: Code = Code("http/bad-json-pointer");
+const BAD_STATUS: Code = Code("http/bad-status");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "http",
+        namespace: "http",
+        exclusivity: Exclusivity::Shared,
+        codes: &[BAD_JSON_POINTER, BAD_STATUS],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(30)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }
 
 #[cfg(test)]

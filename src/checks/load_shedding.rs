@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::load::{self, Endpoint, Request};
@@ -57,13 +57,13 @@ fn default_shed_latency() -> Dur {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         p.positive("/max_inflight", self.max_inflight.into(), "max_inflight");
         if let Some(c) = self.concurrency {
             if c <= self.max_inflight {
                 p.error(
                     "/concurrency",
-                    "load-shedding/no-excess",
+                    NO_EXCESS,
                     format!(
                         "concurrency {c} does not exceed the bound {}",
                         self.max_inflight
@@ -74,7 +74,7 @@ impl Spec {
             if c > 4096 {
                 p.error(
                     "/concurrency",
-                    "load-shedding/too-many",
+                    TOO_MANY,
                     format!("concurrency {c} is above preflight's limit of 4096"),
                     "",
                 );
@@ -243,4 +243,32 @@ async fn flood(spec: &Spec, ctx: &Ctx, out: &mut Outcome) -> Result<(), CheckErr
         "delay_ms": spec.delay.0.as_millis() as u64,
     });
     Ok(())
+}
+
+const NO_EXCESS: Code = Code("load-shedding/no-excess");
+const TOO_MANY: Code = Code("load-shedding/too-many");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "load_shedding",
+        namespace: "load-shedding",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[NO_EXCESS, TOO_MANY],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::load::{self, Endpoint, LoadConfig, Request};
@@ -45,11 +45,11 @@ fn one() -> u32 {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if self.rate.per_second() <= 0.0 {
             p.error(
                 "/rate",
-                "load-slo/zero-rate",
+                ZERO_RATE,
                 "the rate must be above zero",
                 "e.g. `rate: 200/s`",
             );
@@ -57,7 +57,7 @@ impl Spec {
         if self.duration.0.is_zero() {
             p.error(
                 "/duration",
-                "load-slo/zero-duration",
+                ZERO_DURATION,
                 "the duration must be above zero",
                 "e.g. `duration: 10s`",
             );
@@ -68,7 +68,7 @@ impl Spec {
             if let Err(e) = Threshold::parse(t) {
                 p.error(
                     &format!("/thresholds/{i}"),
-                    "load-slo/bad-threshold",
+                    BAD_THRESHOLD,
                     e,
                     "write `p99 < 50ms`, `errors < 0.1%`, `rps >= 95%` or `rps >= 190`",
                 );
@@ -77,7 +77,7 @@ impl Spec {
         if self.thresholds.is_empty() {
             p.error(
                 "/thresholds",
-                "load-slo/no-thresholds",
+                NO_THRESHOLDS,
                 "give at least one threshold",
                 "e.g. `thresholds: [\"p99 < 50ms\", \"errors < 0.1%\"]`",
             );
@@ -365,6 +365,37 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     Ok(out)
 }
 
+
+const BAD_THRESHOLD: Code = Code("load-slo/bad-threshold");
+const NO_THRESHOLDS: Code = Code("load-slo/no-thresholds");
+const ZERO_DURATION: Code = Code("load-slo/zero-duration");
+const ZERO_RATE: Code = Code("load-slo/zero-rate");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "load_slo",
+        namespace: "load-slo",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[BAD_THRESHOLD, NO_THRESHOLDS, ZERO_DURATION, ZERO_RATE],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur(self.duration.0 * 2 + std::time::Duration::from_secs(30))
+    }
+
+    fn default_budget(&self) -> u64 {
+        (self.rate.per_second() * self.duration.0.as_secs_f64() * 1.2) as u64 + 1_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +463,6 @@ mod tests {
         spec.validate(&mut p);
         let fields: Vec<&str> = p.0.iter().map(|x| x.field.as_str()).collect();
         assert_eq!(fields, ["/thresholds/1", "/thresholds/2"]);
-        assert!(p.0.iter().all(|x| x.code == "load-slo/bad-threshold"));
+        assert!(p.0.iter().all(|x| x.code == BAD_THRESHOLD));
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::target::Ctx;
 use crate::units::Dur;
@@ -46,11 +46,11 @@ fn default_wait() -> Dur {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if self.max_age.0 < std::time::Duration::from_secs(86_400) {
             p.error(
                 "/max_age",
-                "log-retention/under-a-day",
+                UNDER_A_DAY,
                 format!("{} is shorter than the daily rotation", self.max_age),
                 "use whole days, e.g. `7d`",
             );
@@ -61,7 +61,7 @@ impl Spec {
         if !has_date || self.file_format.contains('/') {
             p.error(
                 "/file_format",
-                "log-retention/bad-format",
+                BAD_FORMAT,
                 format!("`{}` is not a daily file name format", self.file_format),
                 "include %Y, %m and %d and no directory, e.g. `core.log.%Y-%m-%d`",
             );
@@ -280,4 +280,32 @@ async fn sweep_and_judge(
         "files_after": names,
     });
     Ok(())
+}
+
+const BAD_FORMAT: Code = Code("log-retention/bad-format");
+const UNDER_A_DAY: Code = Code("log-retention/under-a-day");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "log_retention",
+        namespace: "log-retention",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[BAD_FORMAT, UNDER_A_DAY],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

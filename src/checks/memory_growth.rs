@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::checks::Problems;
+use crate::units::Dur;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::http::Http;
@@ -67,11 +68,11 @@ fn one() -> u32 {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if self.iterations < 20 {
             p.error(
                 "/iterations",
-                "memory-growth/too-few",
+                TOO_FEW,
                 format!("{} iterations are too few to fit a slope", self.iterations),
                 "use at least 20 (hundreds or thousands to see small leaks)",
             );
@@ -81,7 +82,7 @@ impl Spec {
             if e > 0 && self.iterations / e < 10 {
                 p.error(
                     "/sample_every",
-                    "memory-growth/too-few-samples",
+                    TOO_FEW_SAMPLES,
                     format!(
                         "sampling every {e} of {} iterations gives fewer than 10 samples",
                         self.iterations
@@ -402,4 +403,32 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         "measure_seconds": started.elapsed().as_secs_f64(),
     });
     Ok(out)
+}
+
+const TOO_FEW: Code = Code("memory-growth/too-few");
+const TOO_FEW_SAMPLES: Code = Code("memory-growth/too-few-samples");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "memory_growth",
+        namespace: "memory-growth",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[TOO_FEW, TOO_FEW_SAMPLES],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

@@ -5,7 +5,8 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Problems;
+use crate::units::Dur;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::http::Http;
 use crate::probe::prom::{self, Expr};
@@ -47,11 +48,11 @@ pub struct Workload {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if let Err(e) = crate::probe::prom::Expr::parse(&self.expect) {
             p.error(
                 "/expect",
-                "metric/bad-expression",
+                BAD_EXPRESSION,
                 e,
                 "write `name{label=\"value\"} OP number`, e.g. `detector_instances == 4`",
             );
@@ -59,7 +60,7 @@ impl Spec {
         if !self.path.starts_with('/') {
             p.error(
                 "/path",
-                "policy/bad-path",
+                crate::checks::codes::BAD_PATH,
                 format!("`{}` must start with `/`", self.path),
                 "",
             );
@@ -69,7 +70,7 @@ impl Spec {
         } else if self.delta {
             p.error(
                 "/delta",
-                "metric/delta-without-workload",
+                DELTA_WITHOUT_WORKLOAD,
                 "`delta: true` needs a `workload` to measure across",
                 "add `workload: {request: ..., count: N}`",
             );
@@ -174,5 +175,33 @@ fn fmt_num(v: f64) -> String {
         format!("{}", v as i64)
     } else {
         format!("{v}")
+    }
+}
+
+const BAD_EXPRESSION: Code = Code("metric/bad-expression");
+const DELTA_WITHOUT_WORKLOAD: Code = Code("metric/delta-without-workload");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "metric",
+        namespace: "metric",
+        exclusivity: Exclusivity::Shared,
+        codes: &[BAD_EXPRESSION, DELTA_WITHOUT_WORKLOAD],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(30)
+    }
+
+    fn default_budget(&self) -> u64 {
+        100_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
     }
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::probe::process::metric_value;
 use crate::target::Ctx;
@@ -58,11 +58,11 @@ fn default_counter() -> String {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         if self.budget.0.is_zero() {
             p.error(
                 "/budget",
-                "query-timeout/zero-budget",
+                ZERO_BUDGET,
                 "the budget must be above zero",
                 "e.g. `budget: 50ms`",
             );
@@ -70,7 +70,7 @@ impl Spec {
         if self.margin.0 > self.budget.0 * 20 && !self.budget.0.is_zero() {
             p.warning(
                 "/margin",
-                "query-timeout/wide-margin",
+                WIDE_MARGIN,
                 format!(
                     "a margin of {} dwarfs the {} budget",
                     self.margin, self.budget
@@ -206,4 +206,32 @@ async fn measure(
         "counter": {"name": spec.counter, "before": before, "after": after},
     });
     Ok(())
+}
+
+const WIDE_MARGIN: Code = Code("query-timeout/wide-margin");
+const ZERO_BUDGET: Code = Code("query-timeout/zero-budget");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "query_timeout",
+        namespace: "query-timeout",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[WIDE_MARGIN, ZERO_BUDGET],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use std::time::Duration;
 
-use crate::checks::Problems;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::load::{self, BurstReport, Endpoint, Request};
@@ -79,12 +79,12 @@ fn default_gauge() -> String {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         p.positive("/burst", self.burst.into(), "burst");
         if self.refill.per_second() <= 0.0 {
             p.error(
                 "/refill",
-                "rate-limit/zero-refill",
+                ZERO_REFILL,
                 "refill must be above zero",
                 "e.g. `refill: 10/s`",
             );
@@ -92,7 +92,7 @@ impl Spec {
         if self.tolerance.fraction() > 0.5 {
             p.error(
                 "/tolerance",
-                "rate-limit/tolerance-too-wide",
+                TOLERANCE_TOO_WIDE,
                 format!(
                     "a tolerance of {} cannot tell a working limiter from a broken one",
                     self.tolerance
@@ -103,7 +103,7 @@ impl Spec {
         if !(400..=599).contains(&self.status) {
             p.error(
                 "/status",
-                "rate-limit/bad-status",
+                BAD_STATUS,
                 format!("{} is not an error status", self.status),
                 "rejections are usually 429",
             );
@@ -112,7 +112,7 @@ impl Spec {
         if self.burst as u64 + self.extra() as u64 > MAX_BURST {
             p.error(
                 "/burst",
-                "rate-limit/burst-too-large",
+                BURST_TOO_LARGE,
                 format!(
                     "a burst of {} plus {} extra is above preflight's limit of {MAX_BURST} requests",
                     self.burst,
@@ -124,7 +124,7 @@ impl Spec {
         if self.wait.0.is_zero() {
             p.error(
                 "/wait",
-                "rate-limit/zero-wait",
+                ZERO_WAIT,
                 "`wait` must be above zero to measure the refill",
                 "e.g. `wait: 2s`",
             );
@@ -401,4 +401,35 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         fmt_range(lo2, hi2)
     );
     Ok(out)
+}
+
+const BAD_STATUS: Code = Code("rate-limit/bad-status");
+const BURST_TOO_LARGE: Code = Code("rate-limit/burst-too-large");
+const TOLERANCE_TOO_WIDE: Code = Code("rate-limit/tolerance-too-wide");
+const ZERO_REFILL: Code = Code("rate-limit/zero-refill");
+const ZERO_WAIT: Code = Code("rate-limit/zero-wait");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "rate_limit",
+        namespace: "rate-limit",
+        exclusivity: Exclusivity::Exclusive,
+        codes: &[BAD_STATUS, BURST_TOO_LARGE, TOLERANCE_TOO_WIDE, ZERO_REFILL, ZERO_WAIT],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(120)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
+    }
 }

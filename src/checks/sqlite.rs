@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::Problems;
+use crate::units::Dur;
+use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::target::Ctx;
 
@@ -28,17 +29,17 @@ pub struct Spec {
 }
 
 impl Spec {
-    pub fn validate(&self, p: &mut Problems) {
+    fn check_fields(&self, p: &mut Problems) {
         match (&self.equals, &self.equals_query) {
             (None, None) => p.error(
                 "",
-                "sqlite/no-expectation",
+                NO_EXPECTATION,
                 "give `equals` or `equals_query`",
                 "e.g. `equals: 0`",
             ),
             (Some(_), Some(_)) => p.error(
                 "/equals_query",
-                "sqlite/two-expectations",
+                TWO_EXPECTATIONS,
                 "give either `equals` or `equals_query`, not both",
                 "",
             ),
@@ -53,7 +54,7 @@ impl Spec {
                 if !(head.starts_with("select") || head.starts_with("with")) {
                     p.error(
                         field,
-                        "sqlite/not-read-only",
+                        NOT_READ_ONLY,
                         "only SELECT (or WITH … SELECT) queries are allowed",
                         "the database is opened read-only",
                     );
@@ -175,6 +176,36 @@ fn json_equal(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
         (Some(x), Some(y)) => x == y,
         _ => a == b,
+    }
+}
+
+
+const NO_EXPECTATION: Code = Code("sqlite/no-expectation");
+const NOT_READ_ONLY: Code = Code("sqlite/not-read-only");
+const TWO_EXPECTATIONS: Code = Code("sqlite/two-expectations");
+
+impl KindSpec for Spec {
+    const KIND: Kind = Kind {
+        name: "sqlite",
+        namespace: "sqlite",
+        exclusivity: Exclusivity::Shared,
+        codes: &[NO_EXPECTATION, NOT_READ_ONLY, TWO_EXPECTATIONS],
+    };
+
+    fn validate(&self, p: &mut Problems) {
+        self.check_fields(p)
+    }
+
+    fn default_timeout(&self) -> Dur {
+        Dur::from_secs(30)
+    }
+
+    fn default_budget(&self) -> u64 {
+        1_000
+    }
+
+    fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
+        run(self, ctx)
     }
 }
 

@@ -70,6 +70,7 @@ pub fn decide(
             Status::Fail => counts.fail += 1,
             Status::Error => counts.error += 1,
             Status::Skip => counts.skip += 1,
+            Status::Inconclusive => counts.inconclusive += 1,
         }
         let waiver = active_waiver(waivers, &r.id, today).filter(|_| r.status != Status::Pass);
         r.waived = waiver.map(|w| w.reason.clone());
@@ -85,7 +86,7 @@ pub fn decide(
             let named = format!("{} ({})", r.id, r.status.as_str());
             match r.status {
                 Status::Fail | Status::Error => failed.push(named),
-                Status::Skip => skipped.push(named),
+                Status::Skip | Status::Inconclusive => skipped.push(named),
                 Status::Pass => {}
             }
         }
@@ -223,6 +224,24 @@ mod tests {
             "2 checks at a blocking severity did not pass: a (FAIL), b (ERROR)."
         );
         assert!(rs.iter().all(|r| r.blocking));
+    }
+
+    #[test]
+    fn a_blocking_inconclusive_check_is_never_go() {
+        let mut rs = vec![
+            result("a", Severity::Critical, Status::Pass),
+            result("b", Severity::High, Status::Inconclusive),
+        ];
+        let d = decide(&mut rs, &BLOCK, &[], day("2026-01-01"));
+        assert_eq!(d.verdict, Verdict::Inconclusive);
+        assert_eq!(d.counts.inconclusive, 1);
+        assert!(d.reason.contains("b (INCONCLUSIVE)"), "{}", d.reason);
+        let mut rs = vec![
+            result("a", Severity::Critical, Status::Fail),
+            result("b", Severity::High, Status::Inconclusive),
+        ];
+        let d = decide(&mut rs, &BLOCK, &[], day("2026-01-01"));
+        assert_eq!(d.verdict, Verdict::NoGo);
     }
 
     #[test]

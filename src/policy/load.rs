@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-use crate::checks::{CheckSpec, Problems};
+use crate::checks::Problems;
 use crate::policy::diag::{Diagnostic, Level};
 use crate::policy::model::{Check, Policy};
 use crate::policy::schema;
@@ -1207,52 +1207,18 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
     out
 }
 
-/// The common fields of a check (everything else belongs to its kind).
-const COMMON: [&str; 8] = [
-    "id",
-    "description",
-    "severity",
-    "depends_on",
-    "retry",
-    "timeout",
-    "max_requests",
-    "independent",
-];
-
-macro_rules! spec_kinds {
-    ($($name:literal => $variant:ident($module:ident)),* $(,)?) => {
-        /// Types a kind's own fields, with the path of the first bad field (serde cannot
-        /// track paths through `flatten` and internally tagged enums).
-        fn type_spec(kind: &str, fields: Value) -> Option<Result<CheckSpec, (String, String)>> {
-            let err = |e: serde_path_to_error::Error<serde_json::Error>| {
-                (pointer_of(e.path()), e.inner().to_string())
-            };
-            match kind {
-                $($name => Some(
-                    serde_path_to_error::deserialize::<_, crate::checks::$module::Spec>(fields)
-                        .map(CheckSpec::$variant)
-                        .map_err(err),
-                ),)*
-                _ => None,
-            }
-        }
-    };
-}
-
-spec_kinds! {
-    "http" => Http(http),
-    "metric" => Metric(metric),
-    "file" => File(file),
-    "command" => Command(command),
-    "sqlite" => Sqlite(sqlite),
-    "rate_limit" => RateLimit(rate_limit),
-    "query_timeout" => QueryTimeout(query_timeout),
-    "circuit_breaker" => CircuitBreaker(circuit_breaker),
-    "load_shedding" => LoadShedding(load_shedding),
-    "memory_growth" => MemoryGrowth(memory_growth),
-    "log_retention" => LogRetention(log_retention),
-    "crash_recovery" => CrashRecovery(crash_recovery),
-    "load_slo" => LoadSlo(load_slo),
+/// The common fields of a check (everything else belongs to its kind), read from the
+/// schema of [`Check`] itself so that a field added there is known here at once.
+fn common_fields() -> &'static [String] {
+    static COMMON: OnceLock<Vec<String>> = OnceLock::new();
+    COMMON.get_or_init(|| {
+        let schema = serde_json::to_value(schemars::schema_for!(Check)).unwrap_or(Value::Null);
+        schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().filter(|k| *k != "kind").cloned().collect())
+            .unwrap_or_default()
+    })
 }
 
 /// Types one check; on failure, the pointer (relative to the check) and the message.
@@ -1264,9 +1230,9 @@ fn type_check(raw: &Value) -> Result<Check, (String, String)> {
             // The path stops at `flatten`: retype the kind's fields alone to find the field.
             let kind = raw.get("kind").and_then(Value::as_str).unwrap_or_default();
             let mut fields = raw.as_object().cloned().unwrap_or_default();
-            fields.retain(|k, _| k != "kind" && !COMMON.contains(&k.as_str()));
-            match type_spec(kind, Value::Object(fields)) {
-                Some(Err(precise)) => Err(precise),
+            fields.retain(|k, _| k != "kind" && !common_fields().contains(k));
+            match crate::checks::type_spec(kind, Value::Object(fields)) {
+                Some(Err(e)) => Err((pointer_of(e.path()), e.inner().to_string())),
                 _ => Err(whole),
             }
         }
@@ -1400,7 +1366,7 @@ fn semantic(
         if check.timeout.is_some_and(|t| t.0.is_zero()) {
             p.error(
                 "/timeout",
-                "policy/zero",
+                crate::checks::codes::ZERO,
                 "timeout must be above zero",
                 "leave it out for the kind's default",
             );
@@ -1409,7 +1375,7 @@ fn semantic(
             if r.within.0.is_zero() {
                 p.error(
                     "/retry/within",
-                    "policy/zero",
+                    crate::checks::codes::ZERO,
                     "retry.within must be above zero",
                     "",
                 );
@@ -1417,7 +1383,7 @@ fn semantic(
             if r.every.0.is_zero() {
                 p.error(
                     "/retry/every",
-                    "policy/zero",
+                    crate::checks::codes::ZERO,
                     "retry.every must be above zero",
                     "",
                 );
@@ -1431,7 +1397,7 @@ fn semantic(
                 } else {
                     Level::Error
                 },
-                code: pr.code,
+                code: pr.code.as_str(),
                 pointer: format!("/checks/{i}{}", pr.field),
                 at_key: false,
                 message: pr.message,
@@ -1724,9 +1690,33 @@ mod tests {
     }
 
     #[test]
-    fn every_schema_kind_is_typed() {
+    fn every_schema_kind_is_in_the_registry() {
         for k in schema::kinds() {
-            assert!(type_spec(&k, Value::Null).is_some(), "type_spec lacks {k}");
+            assert!(
+                crate::checks::type_spec(&k, Value::Null).is_some(),
+                "the registry lacks {k}"
+            );
+        }
+    }
+
+    #[test]
+    fn common_fields_come_from_the_check_model() {
+        let common = common_fields();
+        for f in [
+            "id",
+            "severity",
+            "timeout",
+            "retry",
+            "depends_on",
+            "max_requests",
+        ] {
+            assert!(common.iter().any(|c| c == f), "{f} missing from {common:?}");
+        }
+        for f in ["kind", "burst", "path", "request"] {
+            assert!(
+                !common.iter().any(|c| c == f),
+                "{f} is not common: {common:?}"
+            );
         }
     }
 

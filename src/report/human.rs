@@ -22,7 +22,7 @@ impl Paint {
             Status::Pass => "32",
             Status::Fail => "31;1",
             Status::Error => "35;1",
-            Status::Skip => "33",
+            Status::Skip | Status::Inconclusive => "33",
         };
         self.code(code, padded)
     }

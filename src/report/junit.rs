@@ -17,7 +17,9 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
     let _ = writeln!(
         x,
         "<testsuites name=\"preflight\" tests=\"{tests}\" failures=\"{}\" errors=\"{}\" skipped=\"{}\" time=\"{time}\">",
-        c.fail, c.error, c.skip
+        c.fail,
+        c.error,
+        c.skip + c.inconclusive
     );
     let _ = writeln!(
         x,
@@ -25,7 +27,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         esc(&report.policy.name),
         c.fail,
         c.error,
-        c.skip,
+        c.skip + c.inconclusive,
         esc(&report.started_at)
     );
     x.push_str("    <properties>\n");
@@ -79,7 +81,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             Status::Pass => None,
             Status::Fail => Some("failure"),
             Status::Error => Some("error"),
-            Status::Skip => Some("skipped"),
+            Status::Skip | Status::Inconclusive => Some("skipped"),
         };
         match tag {
             None => x.push_str("/>\n"),

@@ -12,6 +12,7 @@ fn icon(s: Status) -> &'static str {
         Status::Fail => "❌",
         Status::Error => "💥",
         Status::Skip => "⏭️",
+        Status::Inconclusive => "❔",
     }
 }
 

@@ -378,6 +378,7 @@ fn fixed_report() -> Report {
             fail: 3,
             error: 1,
             skip: 1,
+            inconclusive: 0,
             waived: 1,
         },
         waivers: vec![
