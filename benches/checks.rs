@@ -49,6 +49,7 @@ async fn spawn(config: &str) -> Target {
         log_dir: Some(s.log_dir()),
         sqlite: Some(s.sqlite()),
         process: Some(ProcessControl::Spawned(Box::new(s))),
+        reach: Default::default(),
     }
 }
 

@@ -116,6 +116,10 @@ pub struct CheckArgs {
         hide_env_values = true
     )]
     pub admin_token: Option<String>,
+    /// A client address (IP or CIDR of this machine) checks may send from, for a target not
+    /// on loopback; repeatable, added to `target.source_addresses`.
+    #[arg(long = "source-address", value_name = "ADDR|CIDR")]
+    pub source_addresses: Vec<crate::policy::model::AddressRange>,
     /// Service profile for the spawned service (default config/core.yaml).
     #[arg(long, value_name = "PROFILE", conflicts_with = "target")]
     pub config: Option<PathBuf>,
@@ -258,6 +262,7 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         policy_files: loaded.files,
         target: args.target,
         admin_token: args.admin_token,
+        source_addresses: args.source_addresses,
         config: args.config,
         only: args.only,
         skip: args.skip,

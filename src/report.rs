@@ -119,7 +119,7 @@ pub struct PolicyInfo {
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
 pub struct TargetInfo {
     pub url: String,
     /// Whether preflight spawned the bundled service for this run.
@@ -128,6 +128,16 @@ pub struct TargetInfo {
     pub config: Option<String>,
     /// Capabilities available for this run.
     pub capabilities: Vec<String>,
+    /// The address the run checked (for a host name: the first that accepted a connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Where the checks' client addresses came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<String>,
+    /// Warnings about how the target was reached (e.g. TLS verification off); every
+    /// renderer shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]

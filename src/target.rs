@@ -4,7 +4,7 @@
 //! It sits below `probe` and `checks` (which drive a target) and above the contract
 //! ([`crate::outcome`]); the engine builds targets and contexts, checks only use them.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +15,25 @@ use crate::outcome::{Capability, CheckError};
 use crate::secret::Secret;
 
 pub mod spawn;
+
+/// The host and port of a base URL: IPv6 literals without brackets, the scheme's default
+/// port when none is given.
+pub fn host_port(url: &str) -> Result<(String, u16), CheckError> {
+    let u = reqwest::Url::parse(url)
+        .map_err(|e| CheckError::Local(format!("target `{url}` is not a URL: {e}")))?;
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| CheckError::Local(format!("target `{url}` has no host")))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = u
+        .port_or_known_default()
+        .ok_or_else(|| CheckError::Local(format!("target `{url}` has no port")))?;
+    Ok((host, port))
+}
 
 /// How preflight controls the target's process.
 #[derive(Debug)]
@@ -37,6 +56,19 @@ pub struct Target {
     pub process: Option<ProcessControl>,
     pub log_dir: Option<PathBuf>,
     pub sqlite: Option<PathBuf>,
+    /// How clients reach it: the address checked, TLS, headers.
+    pub reach: Reach,
+}
+
+/// How every client of a run reaches the target.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// The address connections go to: for a host name, the first of its addresses that
+    /// accepted a connection when the run began. `None`: not resolved (clients resolve the
+    /// URL's host themselves).
+    pub address: Option<SocketAddr>,
+    /// Headers sent on every request (`target.headers`); values never printed.
+    pub headers: Vec<(String, Secret)>,
 }
 
 impl Target {
@@ -48,7 +80,46 @@ impl Target {
             process: None,
             log_dir: None,
             sqlite: None,
+            reach: Reach::default(),
         }
+    }
+
+    /// Resolves the URL's host and keeps the first address that accepts a TCP connection
+    /// (each tried for at most `per_try`) as the address every client of the run connects
+    /// to. When none does, the first address is kept, so that checks fail with the
+    /// connection error; the returned note says what happened, for the report.
+    pub async fn resolve_address(&mut self, per_try: std::time::Duration) -> Option<String> {
+        let (host, port) = match self.host_port() {
+            Ok(hp) => hp,
+            Err(e) => return Some(e.to_string()),
+        };
+        let addrs: Vec<SocketAddr> = match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(a) => a.collect(),
+            Err(e) => return Some(format!("cannot resolve {host}: {e}")),
+        };
+        let mut last = None;
+        for a in &addrs {
+            match tokio::time::timeout(per_try, tokio::net::TcpStream::connect(a)).await {
+                Ok(Ok(_)) => {
+                    self.reach.address = Some(*a);
+                    return None;
+                }
+                Ok(Err(e)) => last = Some(format!("{a}: {e}")),
+                Err(_) => last = Some(format!("{a}: no answer within {per_try:?}")),
+            }
+        }
+        self.reach.address = addrs.first().copied();
+        Some(format!(
+            "no address of {host} accepted a connection ({} tried; last: {})",
+            addrs.len(),
+            last.unwrap_or_else(|| "none resolved".into())
+        ))
+    }
+
+    /// The URL's host (a name, an IPv4 literal, or an IPv6 literal without brackets) and
+    /// port (the scheme's default when absent).
+    pub fn host_port(&self) -> Result<(String, u16), CheckError> {
+        host_port(&self.url)
     }
 
     pub fn has(&self, cap: Capability) -> bool {
@@ -192,6 +263,9 @@ impl Budget {
     }
 }
 
+/// The policy field that declares client addresses, for SKIP reasons and hints.
+pub const SOURCE_ADDRESSES_FIELD: &str = "target.source_addresses";
+
 /// A sink for progress messages of a long check (rendered by the CLI, e.g. with indicatif).
 pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
 
@@ -200,10 +274,13 @@ pub type ProgressFn = Arc<dyn Fn(&str) + Send + Sync>;
 pub struct Ctx {
     /// The service under test.
     pub target: Arc<Target>,
-    /// This check's own client source address in 127.0.0.0/8 (per-check isolation).
+    /// This check's own client source address: on a loopback target a 127.x.y.z of its
+    /// own (per-check isolation); elsewhere one of `target.source_addresses`, or the
+    /// unspecified address (`0.0.0.0`, `::`) for "the OS chooses" (clients do not bind).
     pub source: IpAddr,
     /// Further addresses this check may use (e.g. the rate-limit check's second client, a
-    /// flood spread over many clients). Disjoint from every other check's.
+    /// flood spread over many clients), each distinct from `source`. Empty when the run
+    /// has no distinct address to give (see [`Ctx::neighbour_sources`]).
     pub extra_sources: Vec<IpAddr>,
     /// When the check must have finished.
     pub deadline: Instant,
@@ -229,6 +306,41 @@ impl Ctx {
     /// Reports progress (`"build 1200/3000"`).
     pub fn progress(&self, msg: &str) {
         (self.progress)(msg)
+    }
+
+    /// How many distinct client addresses this check really has (at least 1: its own, which
+    /// may be the OS's choice).
+    pub fn distinct_sources(&self) -> usize {
+        1 + self
+            .extra_sources
+            .iter()
+            .filter(|a| **a != self.source && !a.is_unspecified())
+            .count()
+    }
+
+    /// Addresses other than [`Ctx::source`] this check may send from, for a second client
+    /// (the rate-limit neighbour probe). Empty when the run has none: a check then SKIPs
+    /// that part with [`Ctx::no_neighbour`] instead of failing.
+    pub fn neighbour_sources(&self) -> Vec<IpAddr> {
+        self.extra_sources
+            .iter()
+            .copied()
+            .filter(|a| *a != self.source && !a.is_unspecified())
+            .collect()
+    }
+
+    /// The SKIP for a part of a check that needs `what` (e.g. "a second client address")
+    /// when [`Ctx::neighbour_sources`] is empty: names the field that gives addresses.
+    pub fn no_neighbour(&self, what: &str) -> CheckError {
+        CheckError::NotApplicable(format!(
+            "{what} needs a second client address; this run has one ({}): declare more in \
+             `{SOURCE_ADDRESSES_FIELD}` (or `--source-address`)",
+            if self.source.is_unspecified() {
+                "the OS's choice".to_string()
+            } else {
+                self.source.to_string()
+            }
+        ))
     }
 
     /// Fails with SKIP unless the target has `cap`.

@@ -1,6 +1,11 @@
 //! Planning and scheduling: which checks run, from which source addresses, in what order and
 //! with what concurrency.
 //!
+//! Source addresses follow reachability: a loopback target gets distinct 127.x.y.z blocks
+//! per check (a fresh random start each run); any other target gets the addresses the
+//! operator declared, or the OS's choice. When the addresses cannot keep checks apart, the
+//! engine runs the checks one after another (concurrency 1).
+//!
 //! Shared checks marked `independent` run concurrently (bounded); exclusive ones run alone,
 //! after everything started before them has finished. A check waits for its dependencies,
 //! and is SKIP unless every one of them passed. Results come back in policy order. The
@@ -8,32 +13,171 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 
+use ipnet::IpNet;
 use tokio::task::JoinSet;
 
 use crate::outcome::Status;
 
-/// How many further addresses each check gets (see [`extra_sources`]).
+/// How many further addresses each check gets on a loopback target.
 pub const EXTRA_SOURCES: usize = 64;
 
-/// The check's own client address: `127.0.1.N` for the N-th check (1-based), continuing in
-/// `127.0.2.x` and so on past 250 checks.
-pub fn source_for(index: usize) -> IpAddr {
-    let third = 1 + index / 250;
-    let fourth = 1 + index % 250;
-    IpAddr::V4(Ipv4Addr::new(127, 0, third as u8, fourth as u8))
+/// Addresses per loopback block: the check's own, its [`EXTRA_SOURCES`], rounded up to a
+/// power of two so that blocks stay aligned.
+const BLOCK: u32 = 128;
+/// First address of the loopback blocks: 127.1.0.0. 127.0.0.0/16 is left alone (services
+/// and tests listen on 127.0.0.1, and earlier versions used 127.0.x.y as sources).
+const LOOPBACK_FIRST: u32 = u32::from_be_bytes([127, 1, 0, 0]);
+/// Blocks in 127.1.0.0 – 127.255.255.255.
+const LOOPBACK_BLOCKS: u32 = (255 * 65536) / BLOCK;
+/// Most declared addresses expanded from CIDRs (a /64 has more than anyone binds to).
+pub const MAX_DECLARED: usize = 4096;
+
+/// The client addresses of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    /// The check's own address. The unspecified address (`0.0.0.0` or `::`) means "let the
+    /// OS choose" (no bind).
+    pub own: IpAddr,
+    /// Further addresses of this check, each distinct from `own` (the rate-limit
+    /// neighbour, a flood spread over clients). Empty when none are distinct.
+    pub extra: Vec<IpAddr>,
 }
 
-/// The check's further addresses: a block of [`EXTRA_SOURCES`] in `127.(10+N).x.y`, disjoint
-/// from every other check's block and from all [`source_for`] addresses (second octet 0).
-pub fn extra_sources(index: usize) -> Vec<IpAddr> {
-    let second = 11 + (index % 245) as u8;
-    let third = (index / 245) as u8;
-    (1..=EXTRA_SOURCES as u8)
-        .map(|d| IpAddr::V4(Ipv4Addr::new(127, second, third, d)))
-        .collect()
+/// Where the client addresses of a run come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourcePlan {
+    /// An IPv4 loopback target: each check gets its own block of 127.x.y.z addresses, the
+    /// run's blocks starting at `first_block` (random per run, so that a second run does
+    /// not meet the rate-limit buckets of the first).
+    Loopback { first_block: u32 },
+    /// Addresses the operator declared (`target.source_addresses`, `--source-address`):
+    /// the target's family only, in the declared order.
+    Declared(Vec<IpAddr>),
+    /// No addresses known: the OS chooses, one address for every client. Holds the
+    /// unspecified address of the target's family.
+    Os(IpAddr),
+}
+
+impl SourcePlan {
+    /// The plan for a target at `target` (its resolved address, when known): declared
+    /// addresses of the target's family when any, else loopback blocks for an IPv4
+    /// loopback target, else the OS's choice. A declaration with no address of the
+    /// target's family is an error naming the field.
+    pub fn new(target: Option<IpAddr>, declared: &[IpNet]) -> Result<Self, String> {
+        let v6 = target.is_some_and(|a| a.is_ipv6());
+        if !declared.is_empty() {
+            let mut addrs = Vec::new();
+            for net in declared {
+                if net.addr().is_ipv6() != v6 {
+                    continue;
+                }
+                // A single address (/32, /128) is itself; a range gives its hosts.
+                if net.prefix_len() == net.max_prefix_len() {
+                    addrs.push(net.addr());
+                } else {
+                    addrs.extend(net.hosts().take(MAX_DECLARED.saturating_sub(addrs.len())));
+                }
+                if addrs.len() >= MAX_DECLARED {
+                    break;
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            addrs.retain(|a| seen.insert(*a));
+            if addrs.is_empty() {
+                return Err(format!(
+                    "`target.source_addresses` has no {} address, and the target is {}",
+                    if v6 { "IPv6" } else { "IPv4" },
+                    target.map_or_else(|| "unresolved".to_string(), |a| a.to_string())
+                ));
+            }
+            return Ok(SourcePlan::Declared(addrs));
+        }
+        match target {
+            Some(IpAddr::V4(a)) if a.is_loopback() => Ok(Self::fresh_loopback()),
+            Some(IpAddr::V6(_)) => Ok(SourcePlan::Os(IpAddr::V6(Ipv6Addr::UNSPECIFIED))),
+            _ => Ok(SourcePlan::Os(IpAddr::V4(Ipv4Addr::UNSPECIFIED))),
+        }
+    }
+
+    /// Loopback blocks starting at a random block: two runs share an address only when
+    /// their random starts fall within the number of checks of each other.
+    pub fn fresh_loopback() -> Self {
+        SourcePlan::Loopback {
+            first_block: rand::random::<u32>() % LOOPBACK_BLOCKS,
+        }
+    }
+
+    /// Whether every check of a run of `checks` gets addresses no other check uses, so
+    /// that checks may run concurrently without sharing a rate-limit bucket.
+    pub fn isolates(&self, checks: usize) -> bool {
+        match self {
+            SourcePlan::Loopback { .. } => checks as u32 <= LOOPBACK_BLOCKS,
+            SourcePlan::Declared(a) => a.len() >= 2 * checks.max(1),
+            SourcePlan::Os(_) => false,
+        }
+    }
+
+    /// The addresses of check `index` of a run of `checks`.
+    ///
+    /// Declared addresses are split into disjoint shares of at least two when there are
+    /// enough ([`SourcePlan::isolates`]); otherwise every check gets all of them (its own
+    /// first, rotated by check so that consecutive checks start on different addresses)
+    /// and the engine runs the checks one after another.
+    pub fn assign(&self, index: usize, checks: usize) -> Sources {
+        match self {
+            SourcePlan::Loopback { first_block } => {
+                let block = (*first_block as u64 + index as u64) % LOOPBACK_BLOCKS as u64;
+                let base = LOOPBACK_FIRST + block as u32 * BLOCK;
+                let v4 = |n: u32| IpAddr::V4(Ipv4Addr::from(base + n));
+                Sources {
+                    own: v4(1),
+                    extra: (2..2 + EXTRA_SOURCES as u32).map(v4).collect(),
+                }
+            }
+            SourcePlan::Declared(addrs) if self.isolates(checks) => {
+                let share = (addrs.len() / checks.max(1)).min(1 + EXTRA_SOURCES);
+                let mine = &addrs[index * share..(index + 1) * share];
+                Sources {
+                    own: mine[0],
+                    extra: mine[1..].to_vec(),
+                }
+            }
+            SourcePlan::Declared(addrs) => {
+                let k = addrs.len();
+                let own = addrs[index % k];
+                Sources {
+                    own,
+                    extra: (1..k.min(1 + EXTRA_SOURCES))
+                        .map(|j| addrs[(index + j) % k])
+                        .collect(),
+                }
+            }
+            SourcePlan::Os(any) => Sources {
+                own: *any,
+                extra: Vec::new(),
+            },
+        }
+    }
+
+    /// For the report: where the client addresses came from.
+    pub fn describe(&self) -> String {
+        match self {
+            SourcePlan::Loopback { .. } => {
+                "a distinct block of loopback addresses (127.x.y.z) per check, fresh each run".into()
+            }
+            SourcePlan::Declared(a) => format!(
+                "{} declared address(es) (`target.source_addresses`), from {}",
+                a.len(),
+                a[0]
+            ),
+            SourcePlan::Os(_) => {
+                "the OS's choice, one address for every check (declare more in `target.source_addresses`)".into()
+            }
+        }
+    }
 }
 
 /// What the scheduler needs to know of a check.
@@ -393,16 +537,105 @@ mod tests {
         assert_eq!(out[1].1, Status::Pass);
     }
 
+    fn all_of(plan: &SourcePlan, checks: usize) -> Vec<IpAddr> {
+        (0..checks)
+            .flat_map(|i| {
+                let s = plan.assign(i, checks);
+                std::iter::once(s.own).chain(s.extra)
+            })
+            .collect()
+    }
+
     #[test]
     fn sources_are_distinct_and_disjoint() {
-        let mut all = std::collections::HashSet::new();
-        for i in 0..600 {
-            assert!(all.insert(source_for(i)), "source {i}");
-            for a in extra_sources(i) {
-                assert!(all.insert(a), "extra {i} {a}");
+        // Near the end of the range too: the blocks wrap around without overlapping.
+        for first_block in [0, 77, LOOPBACK_BLOCKS - 300] {
+            let plan = SourcePlan::Loopback { first_block };
+            let mut all = std::collections::HashSet::new();
+            for a in all_of(&plan, 600) {
+                assert!(all.insert(a), "{a} twice");
+                let IpAddr::V4(v4) = a else { panic!("{a}") };
+                let o = v4.octets();
+                assert_eq!(o[0], 127, "{a}");
+                assert_ne!(o[1], 0, "{a} in 127.0.0.0/16");
             }
+            assert_eq!(all.len(), 600 * (1 + EXTRA_SOURCES));
         }
-        assert_eq!(source_for(0).to_string(), "127.0.1.1");
-        assert_eq!(extra_sources(0)[0].to_string(), "127.11.0.1");
+        let first = SourcePlan::Loopback { first_block: 0 }.assign(0, 1);
+        assert_eq!(first.own.to_string(), "127.1.0.1");
+        assert_eq!(first.extra[0].to_string(), "127.1.0.2");
+    }
+
+    /// Regression (issue 15, "a false NO-GO on a second run"): two runs reused the same
+    /// client addresses, so the second met the rate-limit buckets the first had drained.
+    #[test]
+    fn two_runs_get_fresh_loopback_addresses() {
+        let target = Some("127.0.0.1".parse().unwrap());
+        let mut disjoint = 0;
+        for _ in 0..20 {
+            let a = SourcePlan::new(target, &[]).unwrap();
+            let b = SourcePlan::new(target, &[]).unwrap();
+            let a: std::collections::HashSet<_> = all_of(&a, 20).into_iter().collect();
+            disjoint += usize::from(all_of(&b, 20).iter().all(|x| !a.contains(x)));
+        }
+        // A collision needs the two random starts within 20 blocks of 130 560: about one
+        // pair in 3 000, so 20 of 20 pairs are disjoint but for a very rare draw.
+        assert!(disjoint >= 19, "{disjoint} of 20 pairs disjoint");
+    }
+
+    #[test]
+    fn non_loopback_targets_use_declared_addresses_or_the_os() {
+        let remote = Some("198.51.100.2".parse().unwrap());
+        let plan = SourcePlan::new(remote, &[]).unwrap();
+        assert_eq!(plan, SourcePlan::Os("0.0.0.0".parse().unwrap()));
+        assert!(!plan.isolates(3));
+        let s = plan.assign(2, 3);
+        assert!(s.own.is_unspecified() && s.extra.is_empty());
+
+        let v6 = Some("::1".parse().unwrap());
+        assert_eq!(
+            SourcePlan::new(v6, &[]).unwrap(),
+            SourcePlan::Os("::".parse().unwrap())
+        );
+
+        // One declared address: every check has it and no neighbour; run one by one.
+        let one: Vec<IpNet> = vec!["198.51.100.11/32".parse().unwrap()];
+        let plan = SourcePlan::new(remote, &one).unwrap();
+        assert!(!plan.isolates(2));
+        assert_eq!(
+            plan.assign(1, 2),
+            Sources {
+                own: "198.51.100.11".parse().unwrap(),
+                extra: vec![]
+            }
+        );
+
+        // Three declared for two checks: not enough to split, each gets all three.
+        let three: Vec<IpNet> = ["198.51.100.11/32", "198.51.100.12/31"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let plan = SourcePlan::new(remote, &three).unwrap();
+        let SourcePlan::Declared(a) = &plan else {
+            panic!("{plan:?}")
+        };
+        assert_eq!(a.len(), 3, "{a:?}");
+        let s = plan.assign(1, 2);
+        assert_eq!(s.own.to_string(), "198.51.100.12");
+        assert_eq!(s.extra.len(), 2);
+        assert!(!s.extra.contains(&s.own));
+
+        // A /120 for ten checks: disjoint shares of 25, concurrent.
+        let net: Vec<IpNet> = vec!["fd00:7::100/120".parse().unwrap()];
+        let plan = SourcePlan::new(Some("fd00:7::2".parse().unwrap()), &net).unwrap();
+        assert!(plan.isolates(10));
+        let all = all_of(&plan, 10);
+        let set: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+        assert_eq!(plan.assign(0, 10).extra.len(), 24);
+
+        // Only addresses of the other family: an error naming the field.
+        let err = SourcePlan::new(remote, &net).unwrap_err();
+        assert!(err.contains("target.source_addresses"), "{err}");
     }
 }

@@ -11,8 +11,9 @@ use tokio::time::Instant;
 
 use crate::checks::{CheckSpec, Exclusivity};
 use crate::engine::gate;
-use crate::engine::plan::{self, BoxFuture, Executor, Item, Sched};
+use crate::engine::plan::{self, BoxFuture, Executor, Item, Sched, SourcePlan};
 use crate::outcome::{Capability, CheckError, Outcome, Status};
+use crate::policy::model::AddressRange;
 use crate::policy::{Check, Policy, Severity, Waiver};
 use crate::report::{CheckResult, PolicyInfo, Report, TargetInfo};
 use crate::secret::Secret;
@@ -59,6 +60,8 @@ pub struct CheckOptions {
     /// Remote target URL (overrides the policy's).
     pub target: Option<String>,
     pub admin_token: Option<String>,
+    /// Client addresses (`--source-address`), added to `target.source_addresses`.
+    pub source_addresses: Vec<AddressRange>,
     /// Service profile for a spawned target.
     pub config: Option<PathBuf>,
     pub only: Vec<String>,
@@ -94,18 +97,28 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
     let start = Instant::now();
 
     let plan = resolve_target(policy, &opts)?;
-    let (target, target_info) = match plan {
-        TargetPlan::Remote(t) => {
-            let info = target_info(&t, None);
-            (Ok(Arc::new(t)), info)
+    let declared = declared_sources(policy, &opts);
+    let (target, mut target_info, sources) = match plan {
+        TargetPlan::Remote(mut t) => {
+            opts.progress.message(&format!("resolving {}", t.url));
+            let note = t.resolve_address(RESOLVE_TIMEOUT).await;
+            let sources = SourcePlan::new(t.reach.address.map(|a| a.ip()), &declared)
+                .map_err(CheckFailure::Usage)?;
+            let mut info = target_info(&t, None, &sources);
+            info.warnings.extend(note);
+            (Ok(Arc::new(t)), info, sources)
         }
         TargetPlan::Spawn(config) => {
             opts.progress
                 .message(&format!("starting the core service ({})", config.display()));
             match spawn_ready(&opts.exe, &config).await {
-                Ok(t) => {
-                    let info = target_info(&t, Some(&config));
-                    (Ok(Arc::new(t)), info)
+                Ok(mut t) => {
+                    let note = t.resolve_address(RESOLVE_TIMEOUT).await;
+                    let sources = SourcePlan::new(t.reach.address.map(|a| a.ip()), &declared)
+                        .map_err(CheckFailure::Usage)?;
+                    let mut info = target_info(&t, Some(&config), &sources);
+                    info.warnings.extend(note);
+                    (Ok(Arc::new(t)), info, sources)
                 }
                 Err(e) => {
                     let info = TargetInfo {
@@ -113,8 +126,11 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
                         spawned: true,
                         config: Some(config.display().to_string()),
                         capabilities: vec![],
+                        address: None,
+                        sources: None,
+                        warnings: vec![],
                     };
-                    (Err(e), info)
+                    (Err(e), info, SourcePlan::fresh_loopback())
                 }
             }
         }
@@ -122,9 +138,18 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
 
     let mut results = match &target {
         Ok(t) => {
+            let isolated = sources.isolates(checks.len());
+            if !isolated && opts.concurrency > 1 && checks.len() > 1 {
+                target_info.warnings.push(
+                    "checks run one after another: the client addresses cannot keep them apart \
+                     (declare at least two per check in `target.source_addresses` to run them concurrently)"
+                        .into(),
+                );
+            }
             let exec = Engine(Arc::new(Inner {
                 checks: checks.clone(),
                 target: t.clone(),
+                sources,
                 policy_dir,
                 progress: opts.progress.clone(),
                 block_on: policy.gate.block_on.clone(),
@@ -133,7 +158,8 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
             }));
             let items: Vec<Item> = checks.iter().map(item_of).collect();
             let sched = Sched {
-                concurrency: opts.concurrency,
+                // Checks sharing a client address share its rate-limit bucket: one at a time.
+                concurrency: if isolated { opts.concurrency } else { 1 },
                 fail_fast: opts.fail_fast,
             };
             plan::schedule(&items, &exec, sched).await
@@ -212,6 +238,20 @@ pub enum TargetPlan {
     Spawn(PathBuf),
 }
 
+/// How long each resolved address of the target may take to accept a connection.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The declared client addresses: the policy's, then the command line's.
+fn declared_sources(policy: &Policy, opts: &CheckOptions) -> Vec<ipnet::IpNet> {
+    policy
+        .target
+        .iter()
+        .flat_map(|t| t.source_addresses.iter())
+        .chain(opts.source_addresses.iter())
+        .map(|r| r.0)
+        .collect()
+}
+
 /// Decides the target from the command line and the policy: a URL (either) is used as
 /// given, never spawned; otherwise the bundled service is spawned.
 pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan, CheckFailure> {
@@ -243,6 +283,7 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
         });
         t.log_dir = spec.log_dir;
         t.sqlite = spec.sqlite;
+        t.reach.headers = spec.headers.into_iter().collect();
         return Ok(TargetPlan::Remote(t));
     }
     let config = opts
@@ -275,6 +316,7 @@ async fn spawn_ready(exe: &Path, config: &Path) -> Result<Target, CheckError> {
         log_dir: Some(spawned.log_dir()),
         sqlite: Some(spawned.sqlite()),
         process: Some(ProcessControl::Spawned(Box::new(spawned))),
+        reach: Default::default(),
     };
     match wait_ready(&url, START_TIMEOUT).await {
         Ok(()) => Ok(target),
@@ -308,8 +350,11 @@ pub async fn wait_ready(url: &str, within: Duration) -> Result<(), CheckError> {
     )))
 }
 
-fn target_info(t: &Target, config: Option<&Path>) -> TargetInfo {
+fn target_info(t: &Target, config: Option<&Path>, sources: &SourcePlan) -> TargetInfo {
     TargetInfo {
+        address: t.reach.address.map(|a| a.to_string()),
+        sources: Some(sources.describe()),
+        warnings: vec![],
         url: t.url.clone(),
         spawned: t.is_spawned(),
         config: config.map(|c| c.display().to_string()),
@@ -346,6 +391,7 @@ pub fn bare_result(c: &Check, status: Status) -> CheckResult {
 struct Inner {
     checks: Vec<Check>,
     target: Arc<Target>,
+    sources: SourcePlan,
     policy_dir: PathBuf,
     progress: Arc<dyn Progress>,
     block_on: Vec<Severity>,
@@ -364,10 +410,11 @@ impl Executor for Engine {
         Box::pin(async move {
             let check = &inner.checks[index];
             let sink = inner.progress.started(&check.id);
+            let sources = inner.sources.assign(index, inner.checks.len());
             let base = Base {
                 target: inner.target.clone(),
-                source: plan::source_for(index),
-                extra_sources: plan::extra_sources(index),
+                source: sources.own,
+                extra_sources: sources.extra,
                 policy_dir: inner.policy_dir.clone(),
                 progress: sink,
             };
@@ -538,10 +585,11 @@ mod tests {
     }
 
     fn base() -> Base {
+        let sources = SourcePlan::fresh_loopback().assign(0, 1);
         Base {
             target: Arc::new(Target::remote("http://127.0.0.1:9")),
-            source: plan::source_for(0),
-            extra_sources: plan::extra_sources(0),
+            source: sources.own,
+            extra_sources: sources.extra,
             policy_dir: PathBuf::from("."),
             progress: Arc::new(|_| {}),
         }
@@ -612,6 +660,7 @@ mod tests {
             policy_files: vec![],
             target: None,
             admin_token: None,
+            source_addresses: vec![],
             config: None,
             only: vec![],
             skip: vec![],
@@ -658,7 +707,7 @@ mod tests {
         };
         assert_eq!(t.url, "http://127.0.0.1:9");
         assert!(!t.is_spawned());
-        let caps = target_info(&t, None).capabilities;
+        let caps = target_info(&t, None, &SourcePlan::fresh_loopback()).capabilities;
         assert_eq!(caps, ["http", "process", "log_dir"]);
         assert!(t.require_restart().is_ok());
     }

@@ -62,6 +62,95 @@ pub struct TargetSpec {
     /// Spawn the bundled core service with this config instead of using a URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawn: Option<SpawnSpec>,
+    /// Client addresses preflight may bind to for a target that is not on loopback (IPs or
+    /// CIDRs of this machine, e.g. `[198.51.100.11, 2001:db8:7::/120]`). Checks that need a
+    /// second client (the `rate_limit` neighbour) use them; with too few, checks run one
+    /// after another and what one address cannot prove is SKIP. Absent: the OS's choice.
+    /// `--source-address` adds to them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_addresses: Vec<AddressRange>,
+    /// TLS for an `https://` target: a private CA, a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Request headers sent on every request to the target (e.g. `Authorization: Bearer
+    /// ${env:GATEWAY_TOKEN}` for a gateway). Values are secrets: never printed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// TLS settings of an `https://` target. Server certificates are verified against the
+/// system's roots, plus `ca` when given; the server name is the URL's host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// PEM file of the CA (or CAs) that signed the target's certificate, added to the
+    /// system's roots. Relative to the working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    /// PEM file of the client certificate (chain) for mutual TLS; needs `client_key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    /// Accept any server certificate. Only for a throwaway test target: every report
+    /// carries a warning when it is set.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_skip_verify: bool,
+}
+
+/// An IP address or a CIDR range (`198.51.100.11`, `198.51.100.0/28`, `fd00:7::/120`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddressRange(pub ipnet::IpNet);
+
+impl std::str::FromStr for AddressRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(AddressRange(net));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|a| AddressRange(ipnet::IpNet::from(a)))
+            .map_err(|_| {
+                format!("`{s}` is neither an IP address nor a CIDR range (e.g. `198.51.100.11` or `fd00:7::/120`)")
+            })
+    }
+}
+
+impl std::fmt::Display for AddressRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.prefix_len() == self.0.max_prefix_len() {
+            write!(f, "{}", self.0.addr())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for AddressRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AddressRange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for AddressRange {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "AddressRange".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "An IP address or a CIDR range, e.g. `198.51.100.11` or `fd00:7::/120`."
+        })
+    }
 }
 
 /// Process control of a remote target.

@@ -1,5 +1,6 @@
-//! HTTP client for checks: bound to the check's own source address in 127.0.0.0/8, charged
-//! against its request budget, and never waiting past its deadline.
+//! HTTP client for checks: bound to the check's own source address (or the OS's choice),
+//! connecting to the address the run checks, sending the target's headers, charged against
+//! its request budget, and never waiting past its deadline.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::outcome::{Capability, CheckError};
 use crate::secret::Secret;
-use crate::target::{Budget, Ctx};
+use crate::target::{Budget, Ctx, Target};
 use crate::units::RequestLine;
 
 /// A received response with its timing.
@@ -58,15 +59,14 @@ pub struct Http {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Http {
+    /// A client for `target` from `source` (the unspecified address: the OS chooses).
     pub fn new(
-        base: &str,
+        target: &Target,
         source: IpAddr,
         budget: Budget,
         deadline: Instant,
-        admin: Option<Secret>,
     ) -> Result<Self, CheckError> {
-        let client = reqwest::Client::builder()
-            .local_address(source)
+        let client = client_builder(target, source)?
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
@@ -74,10 +74,10 @@ impl Http {
             .map_err(|e| CheckError::Local(format!("building the HTTP client: {e}")))?;
         Ok(Http {
             client,
-            base: base.trim_end_matches('/').to_string(),
+            base: target.url.trim_end_matches('/').to_string(),
             budget,
             deadline,
-            admin,
+            admin: target.admin_token.clone(),
             source,
         })
     }
@@ -176,6 +176,46 @@ impl Http {
     }
 }
 
+/// A client builder that reaches `target` as every client of the run does: from `source`
+/// (no bind for the unspecified address), to the address the run checks (a host name keeps
+/// its `Host` header and TLS server name), with the target's headers.
+pub fn client_builder(
+    target: &Target,
+    source: IpAddr,
+) -> Result<reqwest::ClientBuilder, CheckError> {
+    let mut b = reqwest::Client::builder();
+    if !source.is_unspecified() {
+        b = b.local_address(source);
+    }
+    if let Some(addr) = target.reach.address {
+        let (host, _) = target.host_port()?;
+        if host.parse::<IpAddr>().is_err() {
+            b = b.resolve(&host, addr);
+        }
+    }
+    b = b.default_headers(default_headers(target)?);
+    Ok(b)
+}
+
+/// The target's headers (`target.headers`), marked sensitive so that no debug output of
+/// the client shows them.
+fn default_headers(target: &Target) -> Result<HeaderMap, CheckError> {
+    let mut map = HeaderMap::new();
+    for (name, value) in &target.reach.headers {
+        let n = reqwest::header::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            CheckError::Local(format!("`target.headers`: `{name}` is not a header name"))
+        })?;
+        let mut v = reqwest::header::HeaderValue::from_str(value.expose()).map_err(|_| {
+            CheckError::Local(format!(
+                "`target.headers.{name}`: the value is not a valid header value (control characters?)"
+            ))
+        })?;
+        v.set_sensitive(true);
+        map.append(n, v);
+    }
+    Ok(map)
+}
+
 fn transport_error(
     url: &str,
     e: reqwest::Error,
@@ -215,12 +255,6 @@ impl Ctx {
 
     /// An HTTP client from another address of this check (see [`Ctx::extra_sources`]).
     pub fn http_from(&self, source: IpAddr) -> Result<Http, CheckError> {
-        Http::new(
-            &self.target.url,
-            source,
-            self.budget.clone(),
-            self.deadline,
-            self.target.admin_token.clone(),
-        )
+        Http::new(&self.target, source, self.budget.clone(), self.deadline)
     }
 }

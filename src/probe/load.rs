@@ -129,8 +129,11 @@ async fn connect(ep: &Endpoint, source: IpAddr) -> Result<SendRequest<Full<Bytes
         TcpSocket::new_v6()
     }
     .map_err(|e| format!("socket: {e}"))?;
-    sock.bind(SocketAddr::new(source, 0))
-        .map_err(|e| format!("binding {source}: {e}"))?;
+    // The unspecified address means "the OS chooses": no bind.
+    if !source.is_unspecified() {
+        sock.bind(SocketAddr::new(source, 0))
+            .map_err(|e| format!("binding {source}: {e}"))?;
+    }
     let stream = sock
         .connect(ep.addr)
         .await

@@ -564,6 +564,7 @@ mod tests {
                 spawned: true,
                 config: Some("config/before-hardening.yaml".into()),
                 capabilities: vec![],
+                ..Default::default()
             },
             started_at: "2026-01-01T00:00:00Z".into(),
             duration_ms: 4567,

@@ -309,6 +309,7 @@ fn service_target(svc: &crate::support::Service) -> Target {
         process: None,
         log_dir: Some(svc.data_dir.join("logs")),
         sqlite: Some(svc.data_dir.join("core.db")),
+        reach: Default::default(),
     }
 }
 

@@ -12,6 +12,7 @@ mod cli;
 mod exercise;
 mod matrix;
 mod policy;
+mod reach;
 mod remote;
 mod service;
 mod support;
