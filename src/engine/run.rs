@@ -467,39 +467,72 @@ pub struct Base {
     pub progress: ProgressFn,
 }
 
-/// Runs one check: each attempt under the check's deadline (enforced here around the
-/// kind's `run`, and by the HTTP probe), retried until PASS while `retry.within` lasts.
+/// The deadline of a whole check, from its start: every attempt and every wait between
+/// attempts fit in it. An explicit `timeout` is exactly that; without one, the kind's default
+/// deadline, plus `retry.within` when the check retries (so that an attempt started at the
+/// end of the retry window still has the kind's full deadline, as each attempt always had).
+pub fn check_deadline(check: &Check) -> Duration {
+    match check.timeout {
+        Some(t) => t.get(),
+        None => {
+            let kind = check.spec.default_timeout().get();
+            kind + check.retry.map_or(Duration::ZERO, |r| r.within.get())
+        }
+    }
+}
+
+/// Why the retries of a check stopped before it passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetryEnd {
+    /// No retry, or the outcome is final (PASS, SKIP, budget exhausted).
+    Final,
+    /// `retry.within` ran out.
+    Within,
+    /// The check's deadline (`timeout`) came first.
+    Deadline,
+}
+
+/// Runs one check under its deadline ([`check_deadline`]): each attempt gets the time left
+/// (enforced here around the kind's `run`, and by the HTTP probe), and a check with `retry`
+/// is re-run until PASS while `retry.within` lasts and the deadline allows another attempt.
 pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
-    let timeout = check
-        .timeout
-        .unwrap_or_else(|| check.spec.default_timeout())
-        .get();
+    let timeout = check_deadline(check);
     let budget = Budget::new(
         check
             .max_requests
             .unwrap_or_else(|| check.spec.default_budget()),
     );
     let started = Instant::now();
+    let deadline = started + timeout;
     let retry_end = check.retry.map(|r| started + r.within.get());
     let mut attempts = 0u32;
-    let outcome = loop {
+    let (outcome, ended) = loop {
         attempts += 1;
-        let res = attempt(&check.spec, base, timeout, &budget).await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let res = match attempt(&check.spec, base, left, &budget).await {
+            // The kind saw the time left; the report names the check's own deadline.
+            Err(CheckError::Deadline(_)) => Err(CheckError::Deadline(timeout)),
+            r => r,
+        };
         let status = match &res {
             Ok(o) => o.status(),
             Err(e) => e.status(),
         };
         let (Some(end), Some(retry)) = (retry_end, check.retry) else {
-            break res;
+            break (res, RetryEnd::Final);
         };
         // PASS ends it; so does SKIP (a missing capability does not appear by waiting).
         if matches!(status, Status::Pass | Status::Skip)
             || matches!(res, Err(CheckError::Budget(_)))
         {
-            break res;
+            break (res, RetryEnd::Final);
         }
-        if Instant::now() + retry.every.get() >= end {
-            break res;
+        let next = Instant::now() + retry.every.get();
+        if next >= deadline {
+            break (res, RetryEnd::Deadline);
+        }
+        if next >= end {
+            break (res, RetryEnd::Within);
         }
         (base.progress)(&format!(
             "attempt {attempts}: {}, retrying",
@@ -511,6 +544,7 @@ pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
     r.attempts = attempts;
     r.duration_ms = started.elapsed().as_millis() as u64;
     r.requests = budget.used();
+    let deadline_hit = matches!(outcome, Err(CheckError::Deadline(_)));
     match outcome {
         Ok(o) => {
             r.status = o.status();
@@ -522,9 +556,6 @@ pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
             if r.status == Status::Fail && o.observations.is_empty() {
                 r.summary = format!("{} (no observation was made)", r.summary);
             }
-            if attempts > 1 {
-                r.summary = format!("{} (after {attempts} attempts)", r.summary);
-            }
             r.observations = o.observations;
             r.sent = o.sent;
             r.charts = o.charts;
@@ -533,10 +564,23 @@ pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
         Err(e) => {
             r.status = e.status();
             r.summary = e.to_string();
-            if attempts > 1 {
-                r.summary = format!("{} (after {attempts} attempts)", r.summary);
-            }
         }
+    }
+    let within = check.retry.map(|x| x.within);
+    let note = match (ended, within) {
+        // An attempt cut by the deadline already says so.
+        (RetryEnd::Deadline, _) if !deadline_hit => Some(format!(
+            "the check's {} deadline (`timeout`) ended the retries",
+            crate::units::Dur(timeout)
+        )),
+        (RetryEnd::Within, Some(w)) => Some(format!("retried within {w}")),
+        _ => None,
+    };
+    match (attempts > 1, note) {
+        (true, Some(n)) => r.summary = format!("{} (after {attempts} attempts; {n})", r.summary),
+        (true, None) => r.summary = format!("{} (after {attempts} attempts)", r.summary),
+        (false, Some(n)) => r.summary = format!("{} ({n})", r.summary),
+        (false, None) => {}
     }
     r
 }
@@ -640,6 +684,56 @@ mod tests {
         let r = run_check(&c, &base()).await;
         assert_eq!(r.status, Status::Skip);
         assert_eq!(r.attempts, 1);
+    }
+
+    /// Regression (issue 15): `timeout` bounded each attempt, not the check, so a check
+    /// with `retry` ran 4.9 s under `timeout: 300ms`.
+    #[tokio::test]
+    async fn the_timeout_bounds_the_whole_check_including_retries() {
+        let c = check(serde_json::json!({
+            "id": "always-fails", "kind": "command", "argv": ["false"],
+            "retry": {"within": "10s", "every": "50ms"}, "timeout": "300ms"
+        }));
+        let t = std::time::Instant::now();
+        let r = run_check(&c, &base()).await;
+        // A hang guard only: before the fix this ran for the whole 10 s retry window.
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert_ne!(r.status, Status::Pass);
+        // Attempt k starts at least (k-1) × 50 ms after the first, and none starts at or
+        // after the 300 ms deadline: at most 6 whatever the load.
+        assert!((1..=6).contains(&r.attempts), "attempts {}", r.attempts);
+        assert!(r.summary.contains("deadline"), "{}", r.summary);
+        assert!(r.summary.contains("300ms"), "{}", r.summary);
+        if r.attempts > 1 {
+            assert!(r.summary.contains(&format!("after {} attempts", r.attempts)));
+        }
+    }
+
+    #[test]
+    fn the_deadline_of_a_check_is_its_timeout_or_the_default_plus_the_retry_window() {
+        let c = |v: serde_json::Value| {
+            let mut base = serde_json::json!({"id": "c", "kind": "http", "request": "GET /"});
+            base.as_object_mut()
+                .unwrap()
+                .extend(v.as_object().unwrap().clone());
+            check(base)
+        };
+        let kind = c(serde_json::json!({})).spec.default_timeout().get();
+        assert_eq!(check_deadline(&c(serde_json::json!({}))), kind);
+        assert_eq!(
+            check_deadline(&c(serde_json::json!({"timeout": "2s"}))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            check_deadline(&c(serde_json::json!({
+                "timeout": "2s", "retry": {"within": "1m"}
+            }))),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            check_deadline(&c(serde_json::json!({"retry": {"within": "1m"}}))),
+            kind + Duration::from_secs(60)
+        );
     }
 
     #[tokio::test]
