@@ -10,9 +10,11 @@
 pub mod checks;
 pub mod cli;
 pub mod engine;
+pub mod http_client;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod service;
+pub mod style;
 pub mod units;
 pub mod yaml;

@@ -64,7 +64,7 @@ impl Http {
         deadline: Instant,
         admin: Option<Secret>,
     ) -> Result<Self, CheckError> {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .local_address(source)
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(5))
