@@ -2,8 +2,8 @@
 //! the only places that print to stdout/stderr or decide the process exit code.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::io::{IsTerminal as _, Write as _};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -11,6 +11,27 @@ mod progress;
 
 /// The policy `check` runs when none is given.
 pub const DEFAULT_POLICY: &str = "policies/production-hardening.yaml";
+/// Why a command could not do its job (exit code 2). `main.rs` prints it with its causes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A usage problem found by the command itself (no such path, nothing to lint).
+    #[error("{0}")]
+    Usage(String),
+    #[error("writing {}", path.display())]
+    WriteReport {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Serve(#[from] crate::service::ServeError),
+    #[error(transparent)]
+    Status(#[from] crate::service::StatusError),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// Exit codes, documented in the README.
 pub mod exit {
@@ -191,19 +212,8 @@ pub struct StatusArgs {
     pub format: String,
 }
 
-/// Entry point used by `main.rs`.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit::USAGE)
-        }
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<u8> {
+/// Runs a parsed command line; the exit code, or an error for `main.rs` to print (exit 2).
+pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Check(args) => check(args),
         Command::Serve(args) => serve(args),
@@ -213,10 +223,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn check(args: CheckArgs) -> anyhow::Result<u8> {
+fn check(args: CheckArgs) -> Result<u8, Error> {
     use crate::engine::run::{CheckFailure, CheckOptions, NoProgress, Progress};
     use crate::report::{Format, RenderOpts, Verdict};
-    use is_terminal::IsTerminal;
     use std::sync::Arc;
 
     let format = match args.format {
@@ -290,8 +299,10 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
         Some(path) => {
             let mut buf = Vec::new();
             crate::report::write(format, &report, &mut buf, &render)?;
-            std::fs::write(path, buf)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            std::fs::write(path, buf).map_err(|source| Error::WriteReport {
+                path: path.clone(),
+                source,
+            })?;
             eprintln!(
                 "{}: {} (report in {})",
                 report.verdict.as_str(),
@@ -312,18 +323,25 @@ fn check(args: CheckArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    crate::service::serve(crate::service::ServeOptions {
+fn serve(args: ServeArgs) -> Result<u8, Error> {
+    let service = crate::service::start(crate::service::ServeOptions {
         config: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
         pid_file: args.pid_file,
         admin_token: args.admin_token,
     })?;
+    {
+        // Always the first stdout line: scripts and `engine::spawn` read the address here.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on http://{}", service.local_addr())?;
+        out.flush()?;
+    }
+    service.run()?;
     Ok(exit::GO)
 }
 
-fn status(args: StatusArgs) -> anyhow::Result<u8> {
+fn status(args: StatusArgs) -> Result<u8, Error> {
     let line = crate::service::status_line(&args.data_dir, &args.format)?;
     println!("{line}");
     Ok(exit::GO)
@@ -340,9 +358,8 @@ pub struct LintArgs {
     pub format: String,
 }
 
-fn lint(args: LintArgs) -> anyhow::Result<u8> {
+fn lint(args: LintArgs) -> Result<u8, Error> {
     use crate::policy::render;
-    use is_terminal::IsTerminal;
 
     let roots = if args.paths.is_empty() {
         vec![PathBuf::from("policies")]
@@ -351,12 +368,17 @@ fn lint(args: LintArgs) -> anyhow::Result<u8> {
     };
     for r in &roots {
         if !r.exists() {
-            anyhow::bail!("{}: no such file or directory", r.display());
+            return Err(Error::Usage(format!(
+                "{}: no such file or directory",
+                r.display()
+            )));
         }
     }
     let files = crate::policy::find_policy_files(&roots)?;
     if files.is_empty() {
-        anyhow::bail!("no policy files (*.yaml, *.yml, *.md with ```preflight blocks) found");
+        return Err(Error::Usage(
+            "no policy files (*.yaml, *.yml, *.md with ```preflight blocks) found".into(),
+        ));
     }
     let mut diags = Vec::new();
     for f in &files {
@@ -379,7 +401,6 @@ fn lint(args: LintArgs) -> anyhow::Result<u8> {
         };
         render::human(&diags, &mut render::Sources::new(), &mut out, &opts)?;
         if diags.is_empty() {
-            use std::io::Write;
             writeln!(out, "{} policy file(s): no problems", files.len())?;
         }
     }
@@ -390,7 +411,7 @@ fn lint(args: LintArgs) -> anyhow::Result<u8> {
     })
 }
 
-fn schema() -> anyhow::Result<u8> {
+fn schema() -> Result<u8, Error> {
     println!(
         "{}",
         serde_json::to_string_pretty(&crate::policy::schema::schema())?

@@ -2,8 +2,9 @@
 //! implements every hardening feature for real. It is preflight's default target.
 //!
 //! It must not import anything from the rest of preflight except the leaf utilities
-//! [`crate::units`] and [`crate::yaml`]: checks see it only over HTTP, signals and files,
-//! as they see a user's service.
+//! [`crate::units`], [`crate::yaml`] and [`crate::http_client`]: checks see it only over
+//! HTTP, signals and files, as they see a user's service. It never prints: [`start`] returns
+//! the bound address and the CLI announces it.
 
 pub mod admin;
 pub mod breaker;
@@ -21,20 +22,18 @@ pub mod snapshot;
 pub mod status;
 pub mod store;
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use axum::Router;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use tokio::sync::Semaphore;
 
 pub use config::Config;
-pub use status::status_line;
+pub use status::{StatusError, status_line};
 
 use self::admin::Faults;
 use self::breaker::Breaker;
@@ -53,6 +52,40 @@ pub struct ServeOptions {
     /// Where to write the pid once listening (relative to the working directory).
     pub pid_file: Option<PathBuf>,
     pub admin_token: Option<String>,
+}
+
+/// Why the service could not start, or stopped on an error. Each variant says what was being
+/// done; the cause is its `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("creating {}", path.display())]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Logs(#[from] logs::LogInitError),
+    #[error("opening the SQLite store")]
+    Store(#[source] rusqlite::Error),
+    #[error("binding {listen}")]
+    Bind {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the snapshot")]
+    Snapshot(#[source] std::io::Error),
+    #[error(transparent)]
+    PidFile(#[from] pidfile::PidFileError),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Join(#[from] tokio::task::JoinError),
 }
 
 /// Snapshot bookkeeping.
@@ -109,7 +142,7 @@ impl AppState {
             snapshot: SnapshotInfo::default(),
             started: Instant::now(),
             ready: AtomicBool::new(false),
-            http: reqwest::Client::new(),
+            http: crate::http_client::client(),
             snapshot_lock: tokio::sync::Mutex::new(()),
             store,
             cfg,
@@ -125,11 +158,11 @@ impl AppState {
     }
 
     /// Restores the last snapshot, if any.
-    pub fn restore_snapshot(&self) -> anyhow::Result<()> {
+    pub fn restore_snapshot(&self) -> Result<(), ServeError> {
         if !self.cfg.snapshot.enabled {
             return Ok(());
         }
-        if let Some(s) = snapshot::read(&self.snapshot_dir()).context("reading the snapshot")? {
+        if let Some(s) = snapshot::read(&self.snapshot_dir()).map_err(ServeError::Snapshot)? {
             let mut d = lock(&self.detectors);
             d.restore(&s.detectors);
             d.builds = s.builds;
@@ -176,7 +209,7 @@ impl AppState {
     }
 
     /// Seeds synthetic ticks (markets m1..mN) ending now.
-    pub fn seed(&self) -> anyhow::Result<usize> {
+    pub fn seed(&self) -> rusqlite::Result<usize> {
         let Some(seed) = &self.cfg.seed else {
             return Ok(0);
         };
@@ -192,7 +225,7 @@ impl AppState {
                         let ts = now - i64::from(seed.ticks - k) * 1000;
                         // A shared drift per (market, tick) makes selections co-move.
                         let drift = ((f64::from(k) + f64::from(m)) * 0.7).sin() * 0.01;
-                        price = (price * (1.0 + drift + rng.gen_range(-0.004..0.004))).max(1.01);
+                        price = (price * (1.0 + drift + rng.random_range(-0.004..0.004))).max(1.01);
                         // The last tick of s1 steams in at every venue.
                         let p = if s == 1 && k + 1 == seed.ticks {
                             price * 0.9
@@ -231,7 +264,7 @@ pub fn app(state: Shared) -> Router {
 }
 
 /// Loads the config and applies the command-line overrides.
-pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
+pub fn load_config(opts: &ServeOptions) -> Result<Config, config::ConfigError> {
     let mut cfg = Config::load(&opts.config)?;
     if let Some(l) = &opts.listen {
         cfg.listen = l.clone();
@@ -256,25 +289,80 @@ pub fn load_config(opts: &ServeOptions) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// Runs the service until SIGTERM or Ctrl-C.
-pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+/// A service that is bound and ready but not serving yet, from [`start`]. The caller
+/// announces [`Started::local_addr`] (the CLI prints `listening on http://ADDR` as the first
+/// stdout line: the library never prints), then calls [`Started::run`].
+pub struct Started {
+    state: Shared,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    /// Synthetic ticks seeded at start (logged with `HB-START`).
+    seeded: usize,
+    // Field order is drop order: the socket goes before the runtime, and the runtime stops
+    // before the log writer's last flush.
+    rt: tokio::runtime::Runtime,
+    guard: logs::LogGuard,
+}
+
+/// Loads the config, sets up logging, opens the store, binds the listen address, restores the
+/// snapshot and seeds: everything before the first request. No request is answered until
+/// [`Started::run`].
+pub fn start(opts: ServeOptions) -> Result<Started, ServeError> {
     let cfg = load_config(&opts)?;
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
     let mut guard = logs::init(&cfg.in_data_dir(&cfg.logs.dir), &cfg.logs.level)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(cfg, &mut guard))
+    let (state, listener, addr, seeded) = rt.block_on(bind(cfg, &mut guard))?;
+    Ok(Started {
+        state,
+        listener,
+        addr,
+        seeded,
+        rt,
+        guard,
+    })
 }
 
-async fn run(cfg: Config, guard: &mut logs::LogGuard) -> anyhow::Result<()> {
-    let store =
-        Arc::new(Store::open(&cfg.data_dir.join("core.db")).context("opening the SQLite store")?);
+impl Started {
+    /// The address the service is bound to (the actual port when the config said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then drains and writes the final snapshot.
+    pub fn run(self) -> Result<(), ServeError> {
+        let Started {
+            state,
+            listener,
+            addr,
+            seeded,
+            rt,
+            guard,
+        } = self;
+        let result = rt.block_on(run(state, listener, addr, seeded));
+        drop(rt);
+        drop(guard);
+        result
+    }
+}
+
+async fn bind(
+    cfg: Config,
+    guard: &mut logs::LogGuard,
+) -> Result<(Shared, tokio::net::TcpListener, SocketAddr, usize), ServeError> {
+    let store = Arc::new(Store::open(&cfg.data_dir.join("core.db")).map_err(ServeError::Store)?);
     guard.start_writer(store.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
+        .map_err(|source| ServeError::Bind {
+            listen: cfg.listen.clone(),
+            source,
+        })?;
     let addr = listener.local_addr()?;
     let state: Shared = Arc::new(AppState::new(cfg, store));
     state.restore_snapshot()?;
@@ -285,14 +373,18 @@ async fn run(cfg: Config, guard: &mut logs::LogGuard) -> anyhow::Result<()> {
     state.store.set_meta("stopped_at_ms", "")?;
     state.store.set_meta("breaker.feed", "closed")?;
     state.ready.store(true, Ordering::Relaxed);
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{addr}")?;
-        out.flush()?;
-    }
-    // After the address line (still the first stdout line) and before serving: once
-    // `/readyz` answers, the pid file names this process. Dropped (removed) on a graceful
-    // exit or an error below; a kill -9 leaves it.
+    Ok((state, listener, addr, seeded))
+}
+
+async fn run(
+    state: Shared,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    seeded: usize,
+) -> Result<(), ServeError> {
+    // After the address line (the caller printed it before calling `run`, still the first
+    // stdout line) and before serving: once `/readyz` answers, the pid file names this
+    // process. Dropped (removed) on a graceful exit or an error below; a kill -9 leaves it.
     let _pid_file = match &state.cfg.pid_file {
         Some(p) => Some(pidfile::PidFile::write(p, std::process::id())?),
         None => None,
@@ -429,7 +521,7 @@ async fn limiter_cleanup(state: Shared) {
 
 /// Random-ish synthetic ticks for the in-process feed.
 pub fn synthetic_ticks(n: usize) -> Vec<Tick> {
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     let now = now_ms();
     (0..n)
         .map(|i| Tick {
@@ -437,7 +529,7 @@ pub fn synthetic_ticks(n: usize) -> Vec<Tick> {
             venue: format!("v{}", 1 + i % 3),
             market: "m1".into(),
             selection: format!("s{}", 1 + (i / 3) % 3),
-            price: rng.gen_range(1.8..4.5),
+            price: rng.random_range(1.8..4.5),
             ts_ms: Some(now),
         })
         .collect()

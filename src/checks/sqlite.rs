@@ -96,14 +96,15 @@ pub fn evaluate(
             path.display()
         )));
     }
-    let conn = rusqlite::Connection::open_with_flags(
+    let mut conn = rusqlite::Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|e| CheckError::Local(format!("opening {} read-only: {e}", path.display())))?;
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     let _ = conn.busy_timeout(left.min(std::time::Duration::from_secs(5)));
-    conn.progress_handler(1000, Some(move || std::time::Instant::now() >= deadline));
+    conn.progress_handler(1000, Some(move || std::time::Instant::now() >= deadline))
+        .map_err(|e| CheckError::Local(format!("setting the query deadline: {e}")))?;
     let mut out = Outcome {
         sent: vec![format!("{} on {}", spec.query.trim(), path.display())],
         ..Outcome::default()

@@ -331,7 +331,7 @@ async fn spawn_ready(exe: &Path, config: &Path) -> Result<Target, CheckError> {
 
 /// Polls `GET {url}/readyz` until it answers 200 or `within` passes.
 pub async fn wait_ready(url: &str, within: Duration) -> Result<(), CheckError> {
-    let client = reqwest::Client::builder()
+    let client = crate::http_client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| CheckError::Local(format!("building the HTTP client: {e}")))?;

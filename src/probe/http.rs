@@ -183,7 +183,7 @@ pub fn client_builder(
     target: &Target,
     source: IpAddr,
 ) -> Result<reqwest::ClientBuilder, CheckError> {
-    let mut b = reqwest::Client::builder();
+    let mut b = crate::http_client::builder();
     if !source.is_unspecified() {
         b = b.local_address(source);
     }

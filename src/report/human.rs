@@ -6,31 +6,29 @@ use std::io;
 
 use crate::outcome::Status;
 use crate::report::{RenderOpts, Report, Verdict, fmt_ms};
+use crate::style::{self, AnsiColor, Style, fg};
 
+/// Colour on or off for this report (see [`crate::style::paint`]).
 struct Paint(bool);
 
 impl Paint {
-    fn code(&self, code: &str, s: &str) -> String {
-        if self.0 {
-            format!("\x1b[{code}m{s}\x1b[0m")
-        } else {
-            s.to_string()
-        }
+    fn paint(&self, style: Style, s: &str) -> String {
+        style::paint(self.0, style, s).to_string()
     }
     fn status(&self, st: Status, padded: &str) -> String {
-        let code = match st {
-            Status::Pass => "32",
-            Status::Fail => "31;1",
-            Status::Error => "35;1",
-            Status::Skip | Status::Inconclusive => "33",
+        let style = match st {
+            Status::Pass => fg(AnsiColor::Green),
+            Status::Fail => fg(AnsiColor::Red).bold(),
+            Status::Error => fg(AnsiColor::Magenta).bold(),
+            Status::Skip | Status::Inconclusive => fg(AnsiColor::Yellow),
         };
-        self.code(code, padded)
+        self.paint(style, padded)
     }
     fn bold(&self, s: &str) -> String {
-        self.code("1", s)
+        self.paint(style::BOLD, s)
     }
     fn dim(&self, s: &str) -> String {
-        self.code("2", s)
+        self.paint(style::DIM, s)
     }
 }
 
@@ -148,9 +146,9 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
             }
             for o in &r.observations {
                 let mark = if o.ok {
-                    p.code("32", "✓")
+                    p.paint(fg(AnsiColor::Green), "✓")
                 } else {
-                    p.code("31", "✗")
+                    p.paint(fg(AnsiColor::Red), "✗")
                 };
                 writeln!(
                     out,
@@ -168,7 +166,10 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
             let state = if w.state == "active" {
                 w.state.clone()
             } else {
-                p.code("33", &format!("{} — no longer applies", w.state))
+                p.paint(
+                    fg(AnsiColor::Yellow),
+                    &format!("{} — no longer applies", w.state),
+                )
             };
             writeln!(
                 out,
@@ -186,15 +187,15 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
         c.line(report.results.len()),
         fmt_ms(report.duration_ms)
     )?;
-    let code = match report.verdict {
-        Verdict::Go => "32;1",
-        Verdict::NoGo => "31;1",
-        Verdict::Inconclusive => "33;1",
+    let verdict_style = match report.verdict {
+        Verdict::Go => fg(AnsiColor::Green).bold(),
+        Verdict::NoGo => fg(AnsiColor::Red).bold(),
+        Verdict::Inconclusive => fg(AnsiColor::Yellow).bold(),
     };
     writeln!(
         out,
         "{} — {}",
-        p.code(code, report.verdict.as_str()),
+        p.paint(verdict_style, report.verdict.as_str()),
         report.verdict_reason
     )
 }

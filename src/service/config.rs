@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::units::{Dur, Percent, Size};
@@ -550,34 +551,12 @@ fn locate(layers: &[Layer], pointer: &str, message: &str) -> (String, crate::yam
     )
 }
 
-/// Parses `10.0.0.1` or `10.0.0.0/8` into (network, prefix length).
-pub fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, len) = match s.split_once('/') {
-        Some((a, l)) => (a.trim(), Some(l.trim().parse::<u8>().ok()?)),
-        None => (s.trim(), None),
-    };
-    let ip: IpAddr = addr.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = len.unwrap_or(max);
-    (len <= max).then_some((ip, len))
-}
-
-/// Whether `ip` lies in the block `(net, len)`.
-pub fn cidr_contains((net, len): (IpAddr, u8), ip: IpAddr) -> bool {
-    match (net, ip) {
-        (IpAddr::V4(n), IpAddr::V4(i)) => {
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(n) & mask == u32::from(i) & mask
-        }
-        (IpAddr::V6(n), IpAddr::V6(i)) => {
-            let mask = if len == 0 {
-                0
-            } else {
-                u128::MAX << (128 - len)
-            };
-            u128::from(n) & mask == u128::from(i) & mask
-        }
-        _ => false,
+/// Parses `10.0.0.1` (one address) or a CIDR block such as `10.0.0.0/8` or `fd00::/8`.
+/// Spaces around the address and the prefix length are allowed.
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    match s.split_once('/') {
+        Some((addr, len)) => format!("{}/{}", addr.trim(), len.trim()).parse().ok(),
+        None => s.trim().parse::<IpAddr>().ok().map(IpNet::from),
     }
 }
 
@@ -818,13 +797,18 @@ mod tests {
     #[test]
     fn cidr() {
         let net = parse_cidr("10.0.0.0/8").unwrap();
-        assert!(cidr_contains(net, "10.2.3.4".parse().unwrap()));
-        assert!(!cidr_contains(net, "11.2.3.4".parse().unwrap()));
-        assert!(cidr_contains(
-            parse_cidr("127.0.0.1").unwrap(),
-            "127.0.0.1".parse().unwrap()
-        ));
+        assert!(net.contains(&"10.2.3.4".parse::<IpAddr>().unwrap()));
+        assert!(!net.contains(&"11.2.3.4".parse::<IpAddr>().unwrap()));
+        let one = parse_cidr(" 127.0.0.1 ").unwrap();
+        assert!(one.contains(&"127.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(!one.contains(&"127.0.0.2".parse::<IpAddr>().unwrap()));
+        // Host bits set: the block is still the /8.
+        assert_eq!(parse_cidr("10.1.2.3 / 8").unwrap().trunc(), net);
+        let v6 = parse_cidr("fd00::/8").unwrap();
+        assert!(v6.contains(&"fd12::1".parse::<IpAddr>().unwrap()));
+        assert!(!v6.contains(&"10.2.3.4".parse::<IpAddr>().unwrap()));
         assert!(parse_cidr("10.0.0.0/33").is_none());
         assert!(parse_cidr("nope").is_none());
+        assert!(parse_cidr("10.0.0.0/").is_none());
     }
 }

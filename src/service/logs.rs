@@ -100,8 +100,21 @@ pub struct LogGuard {
     rx: Option<Receiver<LogEvent>>,
 }
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LogInitError {
+    #[error(transparent)]
+    Dir(#[from] std::io::Error),
+    #[error(transparent)]
+    Appender(#[from] tracing_appender::rolling::InitError),
+    #[error(transparent)]
+    Filter(#[from] tracing_subscriber::filter::ParseError),
+    #[error(transparent)]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Installs the global subscriber. Call once per process.
-pub fn init(dir: &Path, level: &str) -> anyhow::Result<LogGuard> {
+pub fn init(dir: &Path, level: &str) -> Result<LogGuard, LogInitError> {
     std::fs::create_dir_all(dir)?;
     let appender = tracing_appender::rolling::RollingFileAppender::builder()
         .rotation(tracing_appender::rolling::Rotation::DAILY)

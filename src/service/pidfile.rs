@@ -10,7 +10,30 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
+/// Why the pid file could not be written; the cause is the `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    #[error("creating {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating a temporary file in {}", dir.display())]
+    Temp {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("writing the pid file {}", path.display())]
+    Persist {
+        path: PathBuf,
+        #[source]
+        source: tempfile::PersistError,
+    },
+}
 
 /// A pid file written by this process; removed on drop if it still holds our pid.
 #[derive(Debug)]
@@ -21,20 +44,28 @@ pub struct PidFile {
 
 impl PidFile {
     /// Writes `pid` to `path` atomically, creating the parent directory.
-    pub fn write(path: &Path, pid: u32) -> anyhow::Result<PidFile> {
+    pub fn write(path: &Path, pid: u32) -> Result<PidFile, PidFileError> {
         let dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| PidFileError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".pid-")
             .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+            .map_err(|source| PidFileError::Temp {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         writeln!(tmp, "{pid}")?;
         tmp.as_file().sync_all()?;
-        tmp.persist(path)
-            .with_context(|| format!("writing the pid file {}", path.display()))?;
+        tmp.persist(path).map_err(|source| PidFileError::Persist {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(PidFile {
             path: path.to_path_buf(),
             pid,

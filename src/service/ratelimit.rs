@@ -22,7 +22,7 @@ use governor::state::StateStore;
 use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use super::config::{RateLimitConfig, cidr_contains, parse_cidr};
+use super::config::{RateLimitConfig, parse_cidr};
 
 /// The key every untracked address shares once the store is full.
 pub const OVERFLOW_KEY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -110,7 +110,7 @@ pub enum Decision {
 pub struct Limiter {
     governor: Governor,
     pub store: StoreHandle,
-    trusted: Vec<(IpAddr, u8)>,
+    trusted: Vec<ipnet::IpNet>,
     exempt: Vec<String>,
     pub burst: u32,
     pub per_second: u32,
@@ -194,7 +194,7 @@ impl Limiter {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| cidr_contains(*net, ip))
+        self.trusted.iter().any(|net| net.contains(&ip))
     }
 
     /// One token for `ip`.

@@ -1,10 +1,30 @@
 //! `preflight status`: one line for a tmux status bar, read from the service's SQLite store
 //! (the trigger-maintained `log_counts` and the `meta` table) — no log files are scanned.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use rusqlite::{Connection, OpenFlags};
+
+/// Why the status line could not be read; the cause is the `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("unknown status format `{0}` (expected tmux or json)")]
+    Format(String),
+    #[error("opening {}", path.display())]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("reading {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+}
 
 /// A service whose heartbeat is older than this is shown as down.
 const STALE_MS: i64 = 15_000;
@@ -22,16 +42,19 @@ const STATUS_SQL: &str = "SELECT
 /// The status line. Runs as its own short-lived process every few seconds (tmux), so it is
 /// kept lean: no async runtime, no logging set up, a read-only connection with no pragmas
 /// beyond a short busy timeout, and one prepared statement.
-pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
+pub fn status_line(data_dir: &Path, format: &str) -> Result<String, StatusError> {
     if !matches!(format, "json" | "tmux") {
-        anyhow::bail!("unknown status format `{format}` (expected tmux or json)");
+        return Err(StatusError::Format(format.to_string()));
     }
     let db = super::db_path(data_dir);
     let conn = Connection::open_with_flags(
         &db,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .with_context(|| format!("opening {}", db.display()))?;
+    .map_err(|source| StatusError::Open {
+        path: db.clone(),
+        source,
+    })?;
     conn.busy_timeout(std::time::Duration::from_millis(200))?;
     type Row = (
         i64,
@@ -52,7 +75,10 @@ pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
                 r.get(5)?,
             ))
         })
-        .with_context(|| format!("reading {}", db.display()))?;
+        .map_err(|source| StatusError::Read {
+            path: db.clone(),
+            source,
+        })?;
     let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
     let started = num(started);
     let heartbeat = num(heartbeat);
@@ -80,7 +106,7 @@ pub fn status_line(data_dir: &Path, format: &str) -> anyhow::Result<String> {
                 "core {state} | warn {warn} err {err} | brk feed:{breaker}"
             ))
         }
-        other => anyhow::bail!("unknown status format `{other}` (expected tmux or json)"),
+        other => Err(StatusError::Format(other.to_string())),
     }
 }
 

@@ -146,14 +146,14 @@ impl Store {
 
     fn with_reader<T>(
         &self,
-        f: impl FnOnce(&Connection) -> Result<T, QueryError>,
+        f: impl FnOnce(&mut Connection) -> Result<T, QueryError>,
     ) -> Result<T, QueryError> {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match conn {
+        let mut conn = match conn {
             Some(c) => c,
             None => open_conn(&self.path)?,
         };
-        let out = f(&conn);
+        let out = f(&mut conn);
         let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
         if pool.len() < 8 {
             pool.push(conn);
@@ -258,10 +258,12 @@ impl Store {
             let started = Instant::now();
             if let Some(budget) = timeout {
                 let deadline = started + budget;
-                conn.progress_handler(1000, Some(move || Instant::now() >= deadline));
+                // Without the handler the budget would not hold: fail rather than run unbounded.
+                conn.progress_handler(1000, Some(move || Instant::now() >= deadline))?;
             }
             let result = correlations_sql(conn, market, since_ms, bucket_ms, heavy_rows);
-            conn.progress_handler(0, None::<fn() -> bool>);
+            // A handler left behind would interrupt the next query on this pooled connection.
+            conn.progress_handler(0, None::<fn() -> bool>)?;
             match result {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::OperationInterrupted =>

@@ -293,11 +293,9 @@ pub async fn run_restart_command(argv: &[String]) -> Result<(), CheckError> {
 }
 
 fn random_token() -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..32)
-        .map(|_| format!("{:02x}", rng.r#gen::<u8>()))
-        .collect()
+    // The thread RNG is a CSPRNG seeded from the OS.
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top: a module may import only modules of a lower rank.
 const LAYERS: &[&[&str]] = &[
-    &["outcome", "secret", "units", "yaml"],
+    &["outcome", "secret", "units", "yaml", "http_client", "style"],
     &["target"],
     &["probe"],
     &["checks"],

@@ -425,7 +425,7 @@ fn human_report_snapshot() {
         "verdict last"
     );
     assert!(!text.contains('\x1b'), "no colour unless asked");
-    assert!(render(Format::Human, true).contains("\x1b[31;1mNO-GO"));
+    assert!(render(Format::Human, true).contains("\x1b[1m\x1b[31mNO-GO\x1b[0m"));
     insta::assert_snapshot!("human", text);
 }
 

@@ -649,7 +649,7 @@ async fn logs_rotate_by_name_retention_sweeps_and_status_reads_sqlite() {
 async fn admin_needs_the_token_and_is_absent_without_one() {
     let dir = tempfile::tempdir().unwrap();
     let svc = core(&dir.path().join("a"));
-    let c = reqwest::Client::new();
+    let c = preflight::http_client::client();
     let r = c.post(svc.url("/admin/snapshot")).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(

@@ -118,7 +118,7 @@ impl Service {
     }
 
     pub async fn admin(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        let c = reqwest::Client::new();
+        let c = preflight::http_client::client();
         let req = match method {
             "DELETE" => c.delete(self.url(path)),
             _ => c.post(self.url(path)).json(&body),
@@ -129,13 +129,15 @@ impl Service {
     }
 
     pub async fn status(&self) -> Value {
-        get_json(&reqwest::Client::new(), &self.url("/status"))
+        get_json(&preflight::http_client::client(), &self.url("/status"))
             .await
             .1
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        preflight::http_client::client()
+            .get(self.url("/metrics"))
+            .send()
             .await
             .unwrap()
             .text()
@@ -177,7 +179,7 @@ impl Drop for Service {
 }
 
 pub fn client_from(ip: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
+    preflight::http_client::builder()
         .local_address(ip)
         .timeout(Duration::from_secs(30))
         .build()
@@ -185,10 +187,10 @@ pub fn client_from(ip: IpAddr) -> reqwest::Client {
 }
 
 pub fn random_token() -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
+    use rand::RngExt;
+    let mut rng = rand::rng();
     (0..32)
-        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.gen_range(0..36)]))
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
         .collect()
 }
 
