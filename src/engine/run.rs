@@ -705,7 +705,10 @@ mod tests {
         assert!(r.summary.contains("deadline"), "{}", r.summary);
         assert!(r.summary.contains("300ms"), "{}", r.summary);
         if r.attempts > 1 {
-            assert!(r.summary.contains(&format!("after {} attempts", r.attempts)));
+            assert!(
+                r.summary
+                    .contains(&format!("after {} attempts", r.attempts))
+            );
         }
     }
 

@@ -4,6 +4,8 @@
 
 use std::time::Instant;
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -53,7 +55,7 @@ pub fn router(state: Shared) -> Router<Shared> {
 
 async fn authorize(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let Some(token) = state.cfg.admin.token.as_deref() else {
-        return StatusCode::NOT_FOUND.into_response();
+        return AppError::new(StatusCode::NOT_FOUND, "not-found", "no such route").into_response();
     };
     let given = req
         .headers()
@@ -90,10 +92,20 @@ fn faults_write(state: &Shared) -> std::sync::RwLockWriteGuard<'_, Faults> {
     state.faults.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Reads an admin body; axum's own rejection (e.g. past its 2 MB limit) is plain text, and
+/// every error body here is JSON.
+fn admin_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, AppError> {
+    body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => AppError::new(e.status(), "body-too-large", e.body_text()),
+        status => AppError::new(status, "bad-body", e.body_text()),
+    })
+}
+
 async fn set_faults(
     State(state): State<Shared>,
-    body: axum::body::Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Faults>, AppError> {
+    let body = admin_body(body)?;
     let patch: FaultsPatch = if body.iter().all(u8::is_ascii_whitespace) {
         FaultsPatch {
             feed: None,
@@ -139,8 +151,9 @@ fn feed_name() -> String {
 
 async fn breaker_reset(
     State(state): State<Shared>,
-    body: axum::body::Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, AppError> {
+    let body = admin_body(body)?;
     let dep = if body.iter().all(u8::is_ascii_whitespace) {
         feed_name()
     } else {

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, MatchedPath, Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,7 +49,9 @@ pub fn router(state: Shared) -> Router {
     if state.cfg.admin.token.is_some() {
         r = r.merge(admin::router(state.clone()));
     }
+    // After every route is added: the 405 fallback applies to the routes present.
     r.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), shed))
         .layer(from_fn_with_state(state.clone(), rate_limit))
         .layer(from_fn_with_state(state.clone(), record))
@@ -57,6 +60,18 @@ pub fn router(state: Shared) -> Router {
 
 async fn not_found() -> AppError {
     AppError::new(StatusCode::NOT_FOUND, "not-found", "no such route")
+}
+
+/// A known path with another method: JSON like every error; axum adds the `Allow` header.
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!(
+            "{method} is not allowed on {}; the Allow header lists the methods that are",
+            uri.path()
+        ),
+    )
 }
 
 // ---- middleware -------------------------------------------------------------------------
@@ -370,8 +385,16 @@ struct CorrelationParams {
 
 async fn correlations(
     State(state): State<Shared>,
-    Query(p): Query<CorrelationParams>,
+    query: Result<Query<CorrelationParams>, QueryRejection>,
 ) -> Result<Json<Value>, AppError> {
+    // axum's own rejection is plain text; every error body here is JSON.
+    let Query(p) = query.map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-query",
+            format!("invalid query string: {}", e.body_text()),
+        )
+    })?;
     let Some(market) = p.market.filter(|m| !m.is_empty()) else {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,

@@ -9,6 +9,7 @@ mod app;
 mod architecture;
 mod check;
 mod cli;
+mod docs;
 mod exercise;
 mod matrix;
 mod policy;
