@@ -15,14 +15,14 @@
 pub mod checks;
 pub mod cli;
 pub mod engine;
-pub mod outcome;
 pub mod http_client;
+pub mod outcome;
 pub mod policy;
 pub mod probe;
 pub mod report;
 pub mod secret;
 pub mod service;
-pub mod target;
 pub mod style;
+pub mod target;
 pub mod units;
 pub mod yaml;

@@ -17,8 +17,9 @@ const LAYERS: &[&[&str]] = &[
     &["engine"],
     &["cli"],
 ];
-/// The bundled service sees the rest only over HTTP, signals and files.
-const SERVICE_MAY_USE: &[&str] = &["units", "yaml"];
+/// The bundled service sees the rest only over HTTP, signals and files (it shares the leaf
+/// that builds every reqwest client).
+const SERVICE_MAY_USE: &[&str] = &["units", "yaml", "http_client"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
