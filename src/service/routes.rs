@@ -26,6 +26,7 @@ use super::snapshot::GraphSummary;
 use super::store::{QueryError, Tick};
 use super::{Shared, admin, detectors, lock, logs, now_ms};
 use crate::units::Dur;
+use tower_http::catch_panic::CatchPanicLayer;
 
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -55,7 +56,20 @@ pub fn router(state: Shared) -> Router {
         .layer(from_fn_with_state(state.clone(), shed))
         .layer(from_fn_with_state(state.clone(), rate_limit))
         .layer(from_fn_with_state(state.clone(), record))
+        // Outermost: a panic anywhere inside is answered (and counted by `record`'s caller,
+        // the client) as a JSON 500 instead of a dropped connection.
+        .layer(CatchPanicLayer::custom(panicked))
         .with_state(state)
+}
+
+/// A handler panicked: logged with the panic message, answered as an internal error.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    AppError::internal(format_args!("handler panicked: {msg}")).into_response()
 }
 
 async fn not_found() -> AppError {
@@ -652,4 +666,34 @@ async fn metrics(State(state): State<Shared>) -> Response {
         out,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use tower::ServiceExt;
+
+    async fn boom() -> &'static str {
+        panic!("kaboom")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_a_json_500_not_a_dropped_connection() {
+        let app: axum::Router = axum::Router::new()
+            .route("/boom", axum::routing::get(boom))
+            .layer(super::CatchPanicLayer::custom(super::panicked));
+        let req = axum::http::Request::get("/boom")
+            .body(Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        assert_eq!(res.status(), 500);
+        let body = to_bytes(res.into_body(), 1 << 16).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "internal", "{v}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            !text.contains("kaboom"),
+            "the cause is logged, not sent: {text}"
+        );
+    }
 }
