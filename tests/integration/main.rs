@@ -10,6 +10,7 @@ mod architecture;
 mod check;
 mod cli;
 mod exercise;
+mod fakes_a;
 mod matrix;
 mod policy;
 mod remote;
