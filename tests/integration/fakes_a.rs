@@ -226,12 +226,8 @@ async fn fakes_a_rate_limit_one_global_bucket_fails_the_neighbours() {
     .await;
     let (st, o) = run(&policy, &ctx(&wrong, 202, 1, 60)).await;
     assert_eq!(st, Status::Fail, "{}", explain(&o));
-    let others = o
-        .observations
-        .iter()
-        .find(|x| x.what.starts_with("other clients"))
-        .unwrap();
-    assert!(!others.ok, "{}", explain(&o));
+    let others = o.observations.iter().find(|x| x.what.contains("client"));
+    assert!(others.is_some_and(|x| !x.ok), "{}", explain(&o));
     assert_bounds_as_printed(&o);
 
     let right = limiter(Limiter {
@@ -386,7 +382,9 @@ fn load_slo(thresholds: &[&str]) -> CheckSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fakes_a_load_slo_counts_a_stall_at_the_end() {
     let _t = timing();
-    let policy = load_slo(&["errors < 5%", "p99 < 1s"]);
+    // Two connections: the two requests held by the stall are under 2 % of the answers, so
+    // neither the answered requests' p90 nor their errors show it.
+    let policy = load_slo(&["errors < 5%", "p90 < 1s"]);
     let wrong = paced_service(
         Duration::from_millis(1500),
         Duration::from_millis(1500),
