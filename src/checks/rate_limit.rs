@@ -138,7 +138,7 @@ impl Spec {
                 "`wait` must be above zero to measure the refill",
                 "e.g. `wait: 2s`",
             );
-        } else if self.refill.per_second() > 0.0 && self.refill_unmeasurable() {
+        } else if self.burst > 0 && self.refill.per_second() > 0.0 && self.refill_unmeasurable() {
             p.warning(
                 "/wait",
                 REFILL_UNMEASURABLE,
