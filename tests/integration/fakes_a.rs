@@ -167,7 +167,7 @@ async fn limited(
         }
         let mut h = HeaderMap::new();
         for v in l.retry_after {
-            h.append("retry-after", HeaderValue::from_static(*v));
+            h.append("retry-after", HeaderValue::from_static(v));
         }
         (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response()
     }
@@ -478,7 +478,7 @@ async fn header_service(values: &'static [&'static str]) -> String {
         get(move || async move {
             let mut h = HeaderMap::new();
             for v in values {
-                h.append("retry-after", HeaderValue::from_static(*v));
+                h.append("retry-after", HeaderValue::from_static(v));
             }
             (StatusCode::TOO_MANY_REQUESTS, h, "slow down")
         }),
