@@ -1,11 +1,19 @@
 //! `rate_limit`: a burst of `burst + extra` requests from one source address; the accepted
 //! count must be within tolerance of `burst`, the rest rejected with `status` (and the
-//! headers the policy lists); after `wait`, about `refill × wait` more are accepted; a second
-//! address is served throughout. Judges any HTTP limiter from the stated parameters.
+//! headers the policy lists); after `wait`, about `refill × wait` more are accepted; other
+//! addresses are served during and right after the burst. Judges any HTTP limiter from the
+//! stated parameters.
+//!
+//! [`measure`] talks to the target and returns plain [`Measurements`]; [`judge`] decides from
+//! them alone (no I/O, no clock). A first burst that admits too few is sent again after the
+//! time an empty bucket takes to fill (a bucket not full at the start is not a FAIL); with no
+//! time left for that, the check is INCONCLUSIVE.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
@@ -33,7 +41,9 @@ pub struct Spec {
     /// Extra requests past the burst (default: max(10, burst/5)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<u32>,
-    /// Pause before the second burst to measure refill (default `2s`).
+    /// Pause before the second burst to measure refill (default `2s`). A wait that refills the
+    /// whole bucket (`refill × wait ≥ burst`) cannot measure it: the check then waits half of
+    /// `burst / refill` instead (and lint warns).
     #[serde(default = "default_wait")]
     pub wait: Dur,
     /// Status of a rejection (default 429).
@@ -128,6 +138,20 @@ impl Spec {
                 "`wait` must be above zero to measure the refill",
                 "e.g. `wait: 2s`",
             );
+        } else if self.burst > 0 && self.refill.per_second() > 0.0 && self.refill_unmeasurable() {
+            p.warning(
+                "/wait",
+                REFILL_UNMEASURABLE,
+                format!(
+                    "after {} a bucket of {} refilling at {} is full again, so the second burst cannot measure the refill rate (a faster refill admits the same)",
+                    self.wait, self.burst, self.refill
+                ),
+                format!(
+                    "use a wait below burst / refill = {}; as written, the check waits {} instead",
+                    Dur(self.full_refill()),
+                    Dur(self.effective_wait())
+                ),
+            );
         }
     }
 }
@@ -142,265 +166,684 @@ impl Spec {
     fn tol(&self, expected: f64) -> f64 {
         (self.tolerance.fraction() * expected).ceil().max(1.0)
     }
+
+    /// Whether `wait` refills the whole bucket, so the second burst is capped by `burst` and
+    /// cannot tell one refill rate from a faster one (10/s and 40/s admit the same).
+    fn refill_unmeasurable(&self) -> bool {
+        self.refill.per_second() * self.wait.0.as_secs_f64() >= self.burst as f64
+    }
+
+    /// Time an empty bucket takes to fill.
+    fn full_refill(&self) -> Duration {
+        let refill = self.refill.per_second();
+        if refill > 0.0 {
+            Duration::from_secs_f64((self.burst as f64 / refill).min(1e6))
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// The pause before the second burst: the policy's `wait`, unless it refills the whole
+    /// bucket; then half the time an empty bucket takes to fill, where the refill shows.
+    pub fn effective_wait(&self) -> Duration {
+        if self.refill_unmeasurable() && self.refill.per_second() > 0.0 {
+            self.full_refill() / 2
+        } else {
+            self.wait.0
+        }
+    }
 }
 
-/// How a burst's answers split.
-#[derive(Debug, Default, serde::Serialize)]
-struct Tally {
-    accepted: u64,
-    rejected: u64,
+/// How one burst's answers split, and what the judge reads of them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tally {
+    /// Requests sent.
+    #[serde(skip)]
+    pub sent: u64,
+    /// Answered with neither the rejection status nor a server error.
+    pub accepted: u64,
+    /// Answered with the rejection status.
+    pub rejected: u64,
     /// Server errors or transport failures: neither served nor limited.
-    other: u64,
-    statuses: std::collections::BTreeMap<u16, u64>,
+    pub other: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// From the release to the last answer.
+    #[serde(skip)]
+    pub duration: Duration,
+    /// When each accepted answer arrived, in ms from the release, in order.
+    #[serde(skip)]
+    pub accepted_at_ms: Vec<f64>,
+    /// For each rejection: every value of each required header (`[]` when absent).
+    #[serde(skip)]
+    pub rejection_headers: Vec<BTreeMap<String, Vec<String>>>,
 }
 
-fn tally(b: &BurstReport, reject_status: u16) -> Tally {
-    let mut t = Tally::default();
+fn tally(b: &BurstReport, spec: &Spec) -> Tally {
+    let mut t = Tally {
+        sent: b.shots.len() as u64,
+        duration: b.duration,
+        ..Tally::default()
+    };
     for s in &b.shots {
-        match s.status() {
-            Some(st) => {
-                *t.statuses.entry(st).or_default() += 1;
-                if st == reject_status {
+        match &s.answer {
+            Ok(a) => {
+                *t.statuses.entry(a.status).or_default() += 1;
+                if a.status == spec.status {
                     t.rejected += 1;
-                } else if st < 500 {
+                    t.rejection_headers.push(
+                        spec.require_headers
+                            .iter()
+                            .map(|h| {
+                                let values = a
+                                    .headers
+                                    .get_all(h.as_str())
+                                    .iter()
+                                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    .collect();
+                                (h.clone(), values)
+                            })
+                            .collect(),
+                    );
+                } else if a.status < 500 {
                     t.accepted += 1;
+                    t.accepted_at_ms.push(s.done_at.as_secs_f64() * 1e3);
                 } else {
                     t.other += 1;
                 }
             }
-            None => t.other += 1,
+            Err(_) => t.other += 1,
         }
     }
     t
 }
 
-/// Cumulative accepted answers over time (ms from `origin`).
-fn accepted_steps(b: &BurstReport, reject_status: u16, offset_ms: f64) -> Vec<(f64, f64)> {
-    let mut pts = vec![(offset_ms, 0.0)];
-    let mut n = 0.0;
-    for s in &b.shots {
-        if s.status().is_some_and(|st| st != reject_status && st < 500) {
-            n += 1.0;
-            pts.push((offset_ms + s.done_at.as_secs_f64() * 1e3, n));
-        }
-    }
-    pts
+/// A request from another client address while the first is limited.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Neighbour {
+    pub source: IpAddr,
+    /// The answer's status; `None` when the request failed at the transport level.
+    pub status: Option<u16>,
+    /// Sent while the first burst was in flight (else right after it).
+    pub during: bool,
 }
 
-fn fmt_range(lo: f64, hi: f64) -> String {
-    format!("{}..={}", lo.max(0.0).floor(), hi.floor())
+/// Whether the bucket of the check's address was full when the first burst went out.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// The first burst admitted at least what a full bucket admits.
+    Full,
+    /// A first attempt admitted fewer, as a bucket not full at the start does (the address
+    /// was used shortly before); after waiting for a full bucket the burst was sent again,
+    /// and [`Measurements::first`] is that second attempt.
+    Refilled { earlier: Tally, waited: Duration },
+    /// A first attempt admitted fewer, and there was no time or budget left to wait for a
+    /// full bucket: the reason.
+    NotFull(String),
 }
 
-pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
-    let req = Request::new(&spec.request, None)?;
+/// The burst after the wait.
+#[derive(Debug, Clone)]
+pub struct Second {
+    pub tally: Tally,
+    /// From the last answer of the first burst to this burst's release (seconds).
+    pub gap_min: f64,
+    /// From the first burst's release to this burst's release (seconds).
+    pub gap_release: f64,
+}
+
+/// The idle-cleanup gauge before and after the wait.
+#[derive(Debug, Clone)]
+pub struct Cleanup {
+    pub before: Option<f64>,
+    pub after: Option<f64>,
+    pub waited: Duration,
+    pub fell: bool,
+}
+
+/// What a `rate_limit` run measured: plain data for [`judge`].
+#[derive(Debug, Clone)]
+pub struct Measurements {
+    /// The check's own address (the limited client).
+    pub source: IpAddr,
+    /// What was sent, in order.
+    pub sent: Vec<String>,
+    /// The first burst (after a refill wait when [`Start::Refilled`]).
+    pub first: Tally,
+    pub start: Start,
+    /// Requests from other addresses during and right after the first burst; `None` when
+    /// the check has no address other than its own.
+    pub neighbours: Option<Vec<Neighbour>>,
+    /// The pause before the second burst.
+    pub wait: Duration,
+    /// `None` when the check stopped after the first burst ([`Start::NotFull`]).
+    pub second: Option<Second>,
+    pub cleanup: Option<Cleanup>,
+}
+
+/// Accepted counts a burst may show: a bucket holding `level_lo..=level_hi` tokens at the
+/// release, plus what refills during the burst's `secs`, ± `tol`. The same formula for both
+/// bursts; integer bounds, so the bounds printed are the bounds compared.
+fn window(level_lo: f64, level_hi: f64, refill: f64, secs: f64, tol: f64) -> (u64, u64) {
+    let lo = (level_lo - tol).max(0.0).ceil() as u64;
+    let hi = (level_hi + (refill * secs).ceil() + tol).max(0.0).floor() as u64;
+    (lo, hi)
+}
+
+fn first_window(spec: &Spec, duration: Duration) -> (u64, u64) {
+    let burst = spec.burst as f64;
+    window(
+        burst,
+        burst,
+        spec.refill.per_second(),
+        duration.as_secs_f64(),
+        spec.tol(burst),
+    )
+}
+
+/// Delta-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn valid_retry_after(v: &str) -> bool {
+    let v = v.trim();
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) || httpdate::parse_http_date(v).is_ok()
+}
+
+/// A header value's required syntax: its name and its test.
+pub(crate) type Syntax = (&'static str, fn(&str) -> bool);
+
+/// Whether a header's value must have a particular syntax (`Retry-After`), and which.
+pub(crate) fn header_syntax(name: &str) -> Option<Syntax> {
+    name.eq_ignore_ascii_case("retry-after")
+        .then_some(("delta-seconds or an HTTP date", valid_retry_after as fn(&str) -> bool))
+}
+
+/// Judges a run from its measurements alone: pure, no I/O, no clock.
+pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     let refill = spec.refill.per_second();
     let burst = spec.burst as f64;
-    let n1 = (spec.burst + spec.extra()) as usize;
-    let conns = vec![ctx.source; (spec.concurrency as usize).clamp(1, n1)];
-    let per_request = Duration::from_secs(10).min(ctx.remaining()?);
-    let mut out = Outcome::default();
-
-    // 1. The first burst from a fresh client address.
-    out.sent.push(format!(
-        "{n1} × {} from {} over {} connections",
-        spec.request,
-        ctx.source,
-        conns.len()
-    ));
-    ctx.progress(&format!("burst of {n1} from {}", ctx.source));
-    let b1 = load::burst(&ep, &req, &conns, n1, Some(&ctx.budget), per_request).await?;
-    let t1 = tally(&b1, spec.status);
-    let d1 = b1.duration.as_secs_f64();
+    let t1 = &m.first;
+    let n1 = t1.sent;
+    let d1 = t1.duration.as_secs_f64();
     let tol1 = spec.tol(burst);
-    let lo1 = burst - tol1;
-    let hi1 = burst + tol1 + (refill * d1).ceil();
-    if t1.accepted + t1.rejected == 0 {
-        return Err(CheckError::Target(format!(
-            "no request of the burst was answered ({} failed)",
-            t1.other
-        )));
+    let (lo1, hi1) = first_window(spec, t1.duration);
+    let mut out = Outcome {
+        sent: m.sent.clone(),
+        ..Outcome::default()
+    };
+
+    if !matches!(m.start, Start::NotFull(_)) {
+        out.observe(Observation::new(
+            "accepted in the first burst",
+            format!(
+                "{} ± {} (+{:.1} refilled during the {:.0} ms burst): {lo1}..={hi1}",
+                spec.burst,
+                tol1,
+                refill * d1,
+                d1 * 1e3,
+            ),
+            format!("{} of {n1}", t1.accepted),
+            (lo1..=hi1).contains(&t1.accepted),
+        ));
     }
-    out.observe(Observation::new(
-        "accepted in the first burst",
-        format!(
-            "{} ± {} (+{:.1} refilled during the {:.0} ms burst): {}",
-            spec.burst,
-            tol1,
-            refill * d1,
-            d1 * 1e3,
-            fmt_range(lo1, hi1)
-        ),
-        format!("{} of {n1}", t1.accepted),
-        (t1.accepted as f64) >= lo1 && (t1.accepted as f64) <= hi1,
-    ));
     out.observe(Observation::new(
         format!("rejections with status {}", spec.status),
         "the requests past the burst",
         format!("{} (statuses {:?})", t1.rejected, t1.statuses),
         t1.rejected > 0,
     ));
-    if !spec.require_headers.is_empty() {
-        let rejections: Vec<&load::Answer> = b1
-            .shots
+    for h in &spec.require_headers {
+        let rejections = &t1.rejection_headers;
+        let values = |r: &BTreeMap<String, Vec<String>>| r.get(h).cloned().unwrap_or_default();
+        let missing = rejections.iter().filter(|r| values(r).is_empty()).count();
+        let syntax = header_syntax(h);
+        let invalid: Vec<String> = match syntax {
+            Some((_, valid)) => rejections
+                .iter()
+                .flat_map(values)
+                .filter(|v| !valid(v))
+                .collect(),
+            None => Vec::new(),
+        };
+        let sample = rejections
             .iter()
-            .filter_map(|s| s.answer.as_ref().ok())
-            .filter(|a| a.status == spec.status)
-            .collect();
-        for h in &spec.require_headers {
-            let missing = rejections
-                .iter()
-                .filter(|a| a.headers.get(h.as_str()).is_none())
-                .count();
-            let sample = rejections
-                .iter()
-                .find_map(|a| a.headers.get(h.as_str()))
-                .and_then(|v| v.to_str().ok())
-                .map_or_else(|| "absent".to_string(), |v| format!("e.g. `{v}`"));
-            out.observe(Observation::new(
-                format!("`{h}` on every rejection"),
-                "present",
-                if rejections.is_empty() {
-                    "no rejection to inspect".to_string()
-                } else {
-                    format!("missing on {missing} of {}; {sample}", rejections.len())
-                },
-                !rejections.is_empty() && missing == 0,
+            .find_map(|r| values(r).into_iter().next())
+            .map_or_else(|| "absent".to_string(), |v| format!("e.g. `{v}`"));
+        let mut observed = if rejections.is_empty() {
+            "no rejection to inspect".to_string()
+        } else {
+            format!("missing on {missing} of {}; {sample}", rejections.len())
+        };
+        if let (Some((name, _)), Some(bad)) = (syntax, invalid.first()) {
+            observed.push_str(&format!(
+                "; {} value(s) not {name}, e.g. `{bad}`",
+                invalid.len()
             ));
         }
+        out.observe(Observation::new(
+            format!("`{h}` on every rejection"),
+            match syntax {
+                Some((name, _)) => format!("present, every value {name}"),
+                None => "present".to_string(),
+            },
+            observed,
+            !rejections.is_empty() && missing == 0 && invalid.is_empty(),
+        ));
     }
 
-    // 2. Another client address is served while the first is limited.
-    let mut isolation = Vec::new();
-    let other = ctx.extra_sources.first().copied();
-    if let Some(src) = other {
-        let http = ctx.http_from(src)?;
-        let r = http.send(&spec.request, None, &[]).await?;
-        out.sent.push(format!("{} from {src}", spec.request));
-        isolation.push(r.status);
-    }
-
-    // 3. Wait, then burst again: about refill × wait more are accepted.
-    let b1_end = b1.released + b1.duration;
-    tokio::time::sleep_until(b1_end + spec.wait.0).await;
-    if let Some(src) = other {
-        let http = ctx.http_from(src)?;
-        let r = http.send(&spec.request, None, &[]).await?;
-        out.sent.push(format!("{} from {src}", spec.request));
-        isolation.push(r.status);
-    }
-    let expected2 = (refill * spec.wait.0.as_secs_f64()).min(burst);
-    let n2 = (expected2.ceil() as usize + spec.extra() as usize).max(1);
-    out.sent.push(format!(
-        "after {}: {n2} × {} from {}",
-        spec.wait, spec.request, ctx.source
-    ));
-    ctx.progress(&format!("second burst of {n2} after {}", spec.wait));
-    let conns2 = vec![ctx.source; (spec.concurrency as usize).clamp(1, n2)];
-    let b2 = load::burst(&ep, &req, &conns2, n2, Some(&ctx.budget), per_request).await?;
-    let t2 = tally(&b2, spec.status);
-    let gap_min = b2.released.saturating_duration_since(b1_end).as_secs_f64();
-    let gap_max = (b2.released + b2.duration)
-        .saturating_duration_since(b1.released)
-        .as_secs_f64();
-    let tol2 = spec.tol(expected2);
-    let lo2 = (refill * gap_min).min(burst) - tol2;
-    let hi2 = (refill * gap_max).min(burst) + tol2;
-    out.observe(Observation::new(
-        format!("accepted after waiting {}", spec.wait),
-        format!(
-            "{}/s × {:.2}..{:.2} s ± {tol2}: {}",
-            refill,
-            gap_min,
-            gap_max,
-            fmt_range(lo2, hi2)
-        ),
-        format!("{} of {n2}", t2.accepted),
-        (t2.accepted as f64) >= lo2 && (t2.accepted as f64) <= hi2,
-    ));
-    match other {
-        Some(src) => out.observe(Observation::new(
-            format!("another client ({src}) while the first is limited"),
-            format!("not {}", spec.status),
-            format!("{isolation:?}"),
-            !isolation.is_empty() && isolation.iter().all(|s| *s != spec.status && *s < 500),
-        )),
-        None => out.observe(Observation::new(
-            "another client while the first is limited",
-            "a second source address",
-            "none given to this check",
-            false,
-        )),
-    };
-
-    // 4. Optionally: the idle clients are forgotten.
-    let mut cleanup = serde_json::Value::Null;
-    if let Some(idle) = &spec.idle_cleanup {
-        let http = ctx.http()?;
-        let start = tokio::time::Instant::now();
-        let first = crate::probe::process::metric_value(&http, &idle.metric).await?;
-        let mut last = first;
-        let mut fell = false;
-        if let Some(v0) = first {
-            while start.elapsed() < idle.within.0 {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                last = crate::probe::process::metric_value(&http, &idle.metric).await?;
-                if last.is_some_and(|v| v < v0) {
-                    fell = true;
-                    break;
+    // Other clients, while the first is limited.
+    let mut unproven = None;
+    match &m.neighbours {
+        Some(probes) if !probes.is_empty() => {
+            let mut sources: Vec<String> = Vec::new();
+            for p in probes {
+                let s = p.source.to_string();
+                if !sources.contains(&s) {
+                    sources.push(s);
                 }
             }
+            let shown = match sources.len() {
+                0 => "none".to_string(),
+                1..=3 => sources.join(", "),
+                n => format!("{}, … {n} addresses", sources[..2].join(", ")),
+            };
+            let statuses: Vec<String> = probes
+                .iter()
+                .map(|p| p.status.map_or_else(|| "failed".to_string(), |s| s.to_string()))
+                .collect();
+            let during = probes.iter().filter(|p| p.during).count();
+            out.observe(Observation::new(
+                format!("other clients ({shown}) while the first is limited"),
+                format!("not {} (nor 5xx) on every request", spec.status),
+                format!("[{}] ({during} during the burst)", statuses.join(", ")),
+                !probes.is_empty()
+                    && probes
+                        .iter()
+                        .all(|p| p.status.is_some_and(|s| s != spec.status && s < 500)),
+            ));
         }
-        out.observe(Observation::new(
-            format!("`{}` falls once clients are idle", idle.metric),
-            format!("below {first:?} within {}", idle.within),
-            format!("{last:?} after {:.1} s", start.elapsed().as_secs_f64()),
-            fell,
-        ));
-        cleanup = serde_json::json!({"metric": idle.metric, "before": first, "after": last,
-            "waited_ms": start.elapsed().as_millis() as u64});
+        Some(_) => {
+            unproven = Some(
+                "other clients unaffected: not proven (every request the other addresses could \
+                 send without emptying their own buckets went out before the burst; give more \
+                 addresses in `target.source_addresses`)",
+            )
+        }
+        None => {
+            unproven = Some(
+                "other clients unaffected: not proven (this check has no second client address; \
+                 set `target.source_addresses`)",
+            )
+        }
     }
 
-    let offset2 = b2
-        .released
-        .saturating_duration_since(b1.released)
-        .as_secs_f64()
-        * 1e3;
+    let mut second_summary = String::new();
+    let mut second_evidence = serde_json::Value::Null;
+    if let Some(s) = &m.second {
+        let t2 = &s.tally;
+        let wait = m.wait.as_secs_f64();
+        let expected2 = (refill * wait).min(burst);
+        let tol2 = spec.tol(expected2);
+        let d2 = t2.duration.as_secs_f64();
+        let level_lo = (refill * s.gap_min).min(burst);
+        let level_hi = (refill * s.gap_release).min(burst);
+        let (lo2, hi2) = window(level_lo, level_hi, refill, d2, tol2);
+        out.observe(Observation::new(
+            format!("accepted after waiting {}", Dur(m.wait)),
+            format!(
+                "{}/s × {:.2}..{:.2} s (+{:.1} refilled during the {:.0} ms burst) ± {tol2}: {lo2}..={hi2}",
+                refill,
+                s.gap_min,
+                s.gap_release,
+                refill * d2,
+                d2 * 1e3,
+            ),
+            format!("{} of {}", t2.accepted, t2.sent),
+            (lo2..=hi2).contains(&t2.accepted),
+        ));
+        second_summary = format!(
+            "; after {}: {} accepted (expected {lo2}..={hi2})",
+            Dur(m.wait),
+            t2.accepted
+        );
+        second_evidence = serde_json::json!({
+            "sent": t2.sent, "duration_ms": d2 * 1e3, "wait_ms": m.wait.as_secs_f64() * 1e3,
+            "gap_s": [s.gap_min, s.gap_release], "tally": t2, "expected": [lo2, hi2],
+        });
+    }
+
+    let mut cleanup = serde_json::Value::Null;
+    if let (Some(idle), Some(c)) = (&spec.idle_cleanup, &m.cleanup) {
+        out.observe(Observation::new(
+            format!("`{}` falls once clients are idle", idle.metric),
+            format!("below {:?} within {}", c.before, idle.within),
+            format!("{:?} after {:.1} s", c.after, c.waited.as_secs_f64()),
+            c.fell,
+        ));
+        cleanup = serde_json::json!({"metric": idle.metric, "before": c.before, "after": c.after,
+            "waited_ms": c.waited.as_millis() as u64});
+    }
+
+    let steps = |t: &Tally, offset_ms: f64| {
+        let mut pts = vec![(offset_ms, 0.0)];
+        pts.extend(
+            t.accepted_at_ms
+                .iter()
+                .enumerate()
+                .map(|(i, ms)| (offset_ms + ms, (i + 1) as f64)),
+        );
+        pts
+    };
+    let mut series = vec![Series {
+        name: "first burst".into(),
+        points: steps(t1, 0.0),
+    }];
+    if let Some(s) = &m.second {
+        series.push(Series {
+            name: format!("after {}", Dur(m.wait)),
+            points: steps(&s.tally, s.gap_release * 1e3),
+        });
+    }
     out.charts.push(Chart {
         title: format!("{}: accepted requests over time", spec.request),
         kind: ChartKind::Steps,
         x_label: "ms since the first burst".into(),
         y_label: "accepted (cumulative per burst)".into(),
-        series: vec![
-            Series {
-                name: "first burst".into(),
-                points: accepted_steps(&b1, spec.status, 0.0),
-            },
-            Series {
-                name: format!("after {}", spec.wait),
-                points: accepted_steps(&b2, spec.status, offset2),
-            },
-        ],
+        series,
     });
+    let start = match &m.start {
+        Start::Full => serde_json::json!("full"),
+        Start::Refilled { earlier, waited } => serde_json::json!({
+            "not_full": {"sent": earlier.sent, "tally": earlier},
+            "waited_ms": waited.as_secs_f64() * 1e3,
+        }),
+        Start::NotFull(reason) => serde_json::json!({"not_full": reason}),
+    };
     out.evidence = serde_json::json!({
         "first_burst": {"sent": n1, "duration_ms": d1 * 1e3, "tally": t1,
-                        "expected": [lo1.max(0.0), hi1]},
-        "second_burst": {"sent": n2, "duration_ms": b2.duration.as_secs_f64() * 1e3,
-                         "gap_s": [gap_min, gap_max], "tally": t2,
-                         "expected": [lo2.max(0.0), hi2]},
-        "other_client_statuses": isolation,
+                        "expected": [lo1, hi1]},
+        "start": start,
+        "second_burst": second_evidence,
+        "other_clients": m.neighbours,
         "idle_cleanup": cleanup,
     });
     out.summary = format!(
-        "first burst: {} of {n1} accepted (expected {}), {} rejected; after {}: {} accepted (expected {})",
-        t1.accepted,
-        fmt_range(lo1, hi1),
-        t1.rejected,
-        spec.wait,
-        t2.accepted,
-        fmt_range(lo2, hi2)
+        "first burst: {} of {n1} accepted (expected {lo1}..={hi1}), {} rejected{second_summary}",
+        t1.accepted, t1.rejected,
     );
-    Ok(out)
+    if let Start::Refilled { earlier, waited } = &m.start {
+        out.summary.push_str(&format!(
+            "; a first attempt admitted {} of {}: the bucket of {} was not full at the start, so the check waited {} for it to fill and sent the burst again",
+            earlier.accepted,
+            earlier.sent,
+            m.source,
+            Dur(*waited)
+        ));
+    }
+    if let Some(note) = unproven {
+        out.summary.push_str("; ");
+        out.summary.push_str(note);
+    }
+    if let Start::NotFull(reason) = &m.start {
+        out.undecided(reason.clone());
+    }
+    out
+}
+
+/// Most requests sent from other addresses during one burst.
+const NEIGHBOUR_CAP: usize = 24;
+/// Requests from other addresses judged, at least, when the allowance permits.
+const NEIGHBOUR_MIN: usize = 3;
+/// Pause between two requests from other addresses during a burst.
+const NEIGHBOUR_SPACING: Duration = Duration::from_millis(5);
+
+/// Requests from other client addresses: round-robin, each address used at most
+/// `per_address` times, so a correct per-address limiter never limits them.
+struct Neighbours {
+    addrs: Vec<IpAddr>,
+    next: usize,
+    allowance: usize,
+}
+
+impl Neighbours {
+    fn new(ctx: &Ctx, spec: &Spec) -> Option<Self> {
+        let addrs: Vec<IpAddr> = ctx
+            .extra_sources
+            .iter()
+            .copied()
+            .filter(|a| *a != ctx.source)
+            .collect();
+        let per_address = (spec.burst as usize / 2).max(1);
+        (!addrs.is_empty()).then(|| Neighbours {
+            allowance: addrs.len().saturating_mul(per_address),
+            addrs,
+            next: 0,
+        })
+    }
+
+    /// One request from the next address: its send time and status (`None` on a transport
+    /// failure); `None` once the allowance is used up.
+    async fn probe(
+        &mut self,
+        ctx: &Ctx,
+        spec: &Spec,
+    ) -> Result<Option<(IpAddr, tokio::time::Instant, Option<u16>)>, CheckError> {
+        if self.next >= self.allowance {
+            return Ok(None);
+        }
+        let src = self.addrs[self.next % self.addrs.len()];
+        self.next += 1;
+        let at = tokio::time::Instant::now();
+        let status = match ctx.http_from(src)?.send(&spec.request, None, &[]).await {
+            Ok(r) => Some(r.status),
+            Err(CheckError::Target(_)) => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Some((src, at, status)))
+    }
+}
+
+/// Sends a burst of `n` from the check's address while other addresses send a request every
+/// few milliseconds, then tops those up to [`NEIGHBOUR_MIN`] right after the burst.
+async fn burst_with_neighbours(
+    spec: &Spec,
+    ctx: &Ctx,
+    ep: &Endpoint,
+    req: &Request,
+    n: usize,
+    neighbours: &mut Option<Neighbours>,
+) -> Result<(BurstReport, Option<Vec<Neighbour>>), CheckError> {
+    let conns = vec![ctx.source; (spec.concurrency as usize).clamp(1, n)];
+    let per_request = Duration::from_secs(10).min(ctx.remaining()?);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let burst = async {
+        let r = load::burst(ep, req, &conns, n, Some(&ctx.budget), per_request).await;
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        r
+    };
+    let probing = async {
+        let mut probes = Vec::new();
+        if let Some(nb) = neighbours.as_mut() {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) && probes.len() < NEIGHBOUR_CAP
+            {
+                match nb.probe(ctx, spec).await? {
+                    Some(p) => probes.push(p),
+                    None => break,
+                }
+                tokio::time::sleep(NEIGHBOUR_SPACING).await;
+            }
+        }
+        Ok::<_, CheckError>(probes)
+    };
+    let (b, probes) = tokio::join!(burst, probing);
+    let (b, probes) = (b?, probes?);
+    let Some(nb) = neighbours.as_mut() else {
+        return Ok((b, None));
+    };
+    let end = b.released + b.duration;
+    // Requests sent before the release saw a full bucket: they prove nothing.
+    let mut judged: Vec<Neighbour> = probes
+        .into_iter()
+        .filter(|(_, at, _)| *at >= b.released)
+        .map(|(source, at, status)| Neighbour {
+            source,
+            status,
+            during: at <= end,
+        })
+        .collect();
+    while judged.len() < NEIGHBOUR_MIN {
+        match nb.probe(ctx, spec).await? {
+            Some((source, _, status)) => judged.push(Neighbour {
+                source,
+                status,
+                during: false,
+            }),
+            None => break,
+        }
+    }
+    Ok((b, Some(judged)))
+}
+
+/// Talks to the target: the first burst (again after a refill wait when the bucket was not
+/// full), other clients during it, the second burst after the wait, the idle gauge.
+pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
+    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let req = Request::new(&spec.request, None)?;
+    let refill = spec.refill.per_second();
+    let burst = spec.burst as f64;
+    let n1 = (spec.burst + spec.extra()) as usize;
+    let wait = spec.effective_wait();
+    let expected2 = (refill * wait.as_secs_f64()).min(burst);
+    let n2 = (expected2.ceil() as usize + spec.extra() as usize).max(1);
+    let mut neighbours = Neighbours::new(ctx, spec);
+    let mut sent = Vec::new();
+
+    // 1. The first burst from the check's own address, other addresses during it.
+    let describe = |sent: &mut Vec<String>| {
+        sent.push(format!(
+            "{n1} × {} from {} over {} connections",
+            spec.request,
+            ctx.source,
+            (spec.concurrency as usize).clamp(1, n1)
+        ))
+    };
+    describe(&mut sent);
+    ctx.progress(&format!("burst of {n1} from {}", ctx.source));
+    let (mut b1, mut probes) =
+        burst_with_neighbours(spec, ctx, &ep, &req, n1, &mut neighbours).await?;
+    let mut t1 = tally(&b1, spec);
+    if t1.accepted + t1.rejected == 0 {
+        return Err(CheckError::Target(format!(
+            "no request of the burst was answered ({} failed)",
+            t1.other
+        )));
+    }
+    let mut start = Start::Full;
+    let (lo1, _) = first_window(spec, t1.duration);
+    if t1.accepted < lo1 {
+        // Too few: a limit lower than declared, or a bucket not full at the start. After
+        // waiting for an empty bucket to fill, a correct limiter admits a full burst.
+        let fill = spec.full_refill();
+        let rest = fill + wait + Duration::from_secs(5) + b1.duration * 3;
+        let budget_left = ctx.budget.limit().saturating_sub(ctx.budget.used());
+        let needed = (n1 + n2 + 2 * NEIGHBOUR_CAP) as u64;
+        if ctx.remaining()? < rest || budget_left < needed {
+            start = Start::NotFull(format!(
+                "the first burst admitted {} of {n1}, fewer than a full bucket of {} admits \
+                 ({lo1} at least); the bucket of {} may not have been full at the start (the \
+                 address used shortly before), and there is no {} left to wait {} for it to fill",
+                t1.accepted,
+                spec.burst,
+                ctx.source,
+                if budget_left < needed { "request budget" } else { "time" },
+                Dur(fill)
+            ));
+        } else {
+            ctx.progress(&format!("bucket not full: waiting {}", Dur(fill)));
+            tokio::time::sleep_until(b1.released + b1.duration + fill).await;
+            describe(&mut sent);
+            let again = burst_with_neighbours(spec, ctx, &ep, &req, n1, &mut neighbours).await?;
+            (b1, probes) = again;
+            let earlier = std::mem::replace(&mut t1, tally(&b1, spec));
+            start = Start::Refilled {
+                earlier,
+                waited: fill,
+            };
+        }
+    }
+    if let (Some(p), Some(nb)) = (&probes, &neighbours) {
+        sent.push(format!(
+            "{} × {} from {} other addresses during and right after the first burst",
+            p.len(),
+            spec.request,
+            nb.addrs.len().min(nb.next)
+        ));
+    }
+
+    // 2. Wait, then burst again: about refill × wait more are accepted.
+    let mut second = None;
+    let b1_end = b1.released + b1.duration;
+    if !matches!(start, Start::NotFull(_)) {
+        tokio::time::sleep_until(b1_end + wait).await;
+        sent.push(format!(
+            "after {}: {n2} × {} from {}",
+            Dur(wait),
+            spec.request,
+            ctx.source
+        ));
+        ctx.progress(&format!("second burst of {n2} after {}", Dur(wait)));
+        let conns2 = vec![ctx.source; (spec.concurrency as usize).clamp(1, n2)];
+        let per_request = Duration::from_secs(10).min(ctx.remaining()?);
+        let b2 = load::burst(&ep, &req, &conns2, n2, Some(&ctx.budget), per_request).await?;
+        second = Some(Second {
+            tally: tally(&b2, spec),
+            gap_min: b2.released.saturating_duration_since(b1_end).as_secs_f64(),
+            gap_release: b2
+                .released
+                .saturating_duration_since(b1.released)
+                .as_secs_f64(),
+        });
+    }
+
+    // 3. Optionally: the idle clients are forgotten.
+    let mut cleanup = None;
+    if let Some(idle) = &spec.idle_cleanup {
+        let http = ctx.http()?;
+        let began = tokio::time::Instant::now();
+        let before = crate::probe::process::metric_value(&http, &idle.metric).await?;
+        let mut after = before;
+        let mut fell = false;
+        if let Some(v0) = before {
+            while began.elapsed() < idle.within.0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                after = crate::probe::process::metric_value(&http, &idle.metric).await?;
+                if after.is_some_and(|v| v < v0) {
+                    fell = true;
+                    break;
+                }
+            }
+        }
+        cleanup = Some(Cleanup {
+            before,
+            after,
+            waited: began.elapsed(),
+            fell,
+        });
+    }
+
+    Ok(Measurements {
+        source: ctx.source,
+        sent,
+        first: t1,
+        start,
+        neighbours: probes,
+        wait,
+        second,
+        cleanup,
+    })
+}
+
+/// Measures, then judges.
+pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let m = measure(spec, ctx).await?;
+    Ok(judge(spec, &m))
 }
 
 const BAD_STATUS: Code = Code("rate-limit/bad-status");
@@ -408,13 +851,21 @@ const BURST_TOO_LARGE: Code = Code("rate-limit/burst-too-large");
 const TOLERANCE_TOO_WIDE: Code = Code("rate-limit/tolerance-too-wide");
 const ZERO_REFILL: Code = Code("rate-limit/zero-refill");
 const ZERO_WAIT: Code = Code("rate-limit/zero-wait");
+const REFILL_UNMEASURABLE: Code = Code("rate-limit/refill-unmeasurable");
 
 impl KindSpec for Spec {
     const KIND: Kind = Kind {
         name: "rate_limit",
         namespace: "rate-limit",
         exclusivity: Exclusivity::Exclusive,
-        codes: &[BAD_STATUS, BURST_TOO_LARGE, TOLERANCE_TOO_WIDE, ZERO_REFILL, ZERO_WAIT],
+        codes: &[
+            BAD_STATUS,
+            BURST_TOO_LARGE,
+            TOLERANCE_TOO_WIDE,
+            ZERO_REFILL,
+            ZERO_WAIT,
+            REFILL_UNMEASURABLE,
+        ],
     };
 
     fn validate(&self, p: &mut Problems) {
@@ -431,5 +882,295 @@ impl KindSpec for Spec {
 
     fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
         run(self, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Status;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        let mut base = serde_json::json!({"request": "GET /api", "burst": 100, "refill": "100/s",
+            "wait": "250ms"});
+        for (k, x) in v.as_object().unwrap() {
+            base[k] = x.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn burst(accepted: u64, rejected: u64, ms: u64) -> Tally {
+        Tally {
+            sent: accepted + rejected,
+            accepted,
+            rejected,
+            statuses: [(200, accepted), (429, rejected)]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            duration: Duration::from_millis(ms),
+            accepted_at_ms: (0..accepted).map(|i| i as f64 * 0.1).collect(),
+            rejection_headers: (0..rejected).map(|_| BTreeMap::new()).collect(),
+            ..Tally::default()
+        }
+    }
+
+    fn neighbours(statuses: &[Option<u16>]) -> Option<Vec<Neighbour>> {
+        Some(
+            statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| Neighbour {
+                    source: IpAddr::from([127, 1, 1, i as u8 + 1]),
+                    status: *s,
+                    during: i == 0,
+                })
+                .collect(),
+        )
+    }
+
+    /// A recorded run: `first` accepted in a 10 ms burst, `second` after 250 ms (gap
+    /// 0.25..0.26 s, a 10 ms burst), other clients all served.
+    fn measured(first: u64, second: u64) -> Measurements {
+        Measurements {
+            source: IpAddr::from([127, 0, 1, 1]),
+            sent: vec![],
+            first: burst(first, 120 - first, 10),
+            start: Start::Full,
+            neighbours: neighbours(&[Some(200), Some(200), Some(200)]),
+            wait: Duration::from_millis(250),
+            second: Some(Second {
+                tally: burst(second, 45 - second, 10),
+                gap_min: 0.25,
+                gap_release: 0.26,
+            }),
+            cleanup: None,
+        }
+    }
+
+    fn obs<'a>(o: &'a Outcome, what: &str) -> &'a Observation {
+        o.observations
+            .iter()
+            .find(|x| x.what.starts_with(what))
+            .unwrap_or_else(|| panic!("no `{what}` in {:#?}", o.observations))
+    }
+
+    #[test]
+    fn burst_bounds_at_and_one_past_the_tolerance() {
+        // First: 100 ± 5, +1 refilled in 10 ms: 95..=106. Second: 25..26 tokens ± 2, +1:
+        // 23..=29.
+        let s = spec(serde_json::json!({}));
+        for (first, second, want) in [
+            (100, 25, Status::Pass),
+            (95, 25, Status::Pass),
+            (94, 25, Status::Fail),
+            (106, 25, Status::Pass),
+            (107, 25, Status::Fail),
+            (100, 23, Status::Pass),
+            (100, 22, Status::Fail),
+            (100, 29, Status::Pass),
+            (100, 30, Status::Fail),
+        ] {
+            let o = judge(&s, &measured(first, second));
+            assert_eq!(o.status(), want, "{first}/{second}: {}", o.summary);
+        }
+        let o = judge(&s, &measured(100, 25));
+        assert!(o.summary.contains("expected 95..=106"), "{}", o.summary);
+        assert!(o.summary.contains("expected 23..=29"), "{}", o.summary);
+    }
+
+    #[test]
+    fn the_second_burst_counts_tokens_refilled_during_it() {
+        // A correct 100 + 100/s bucket with 20 ms of work per request: the wait refills the
+        // whole bucket and the 80 ms second burst adds 8 more (#15: FAILed 107 vs ≤ 105).
+        let s = spec(serde_json::json!({"wait": "2s"}));
+        let mut m = measured(100, 0);
+        m.wait = Duration::from_secs(2);
+        m.second = Some(Second {
+            tally: burst(107, 13, 80),
+            gap_min: 2.0,
+            gap_release: 2.1,
+        });
+        let o = judge(&s, &m);
+        assert_eq!(o.status(), Status::Pass, "{:#?}", o.observations);
+        assert!(obs(&o, "accepted after").expected.ends_with("95..=113"));
+    }
+
+    #[test]
+    fn printed_bounds_are_the_compared_bounds() {
+        // A bound of 19.05 is printed 20, not 19 (#15: "expected 19..=22, observed 19" FAILed).
+        let s = spec(serde_json::json!({"burst": 50, "refill": "20/s", "wait": "1s"}));
+        for accepted in 15..=26 {
+            let mut m = measured(50, 0);
+            m.first = burst(50, 10, 5);
+            m.wait = Duration::from_secs(1);
+            m.second = Some(Second {
+                tally: burst(accepted, 5, 1),
+                gap_min: 1.0025,
+                gap_release: 1.06,
+            });
+            let o = judge(&s, &m);
+            let ob = obs(&o, "accepted after");
+            let (lo, hi) = ob.expected.rsplit(": ").next().unwrap().split_once("..=").unwrap();
+            let (lo, hi): (u64, u64) = (lo.parse().unwrap(), hi.parse().unwrap());
+            assert_eq!(lo, 20, "{}", ob.expected);
+            assert_eq!(ob.ok, (lo..=hi).contains(&accepted), "{accepted}: {}", ob.expected);
+        }
+    }
+
+    #[test]
+    fn a_target_rejecting_with_another_status_fails() {
+        let s = spec(serde_json::json!({}));
+        let mut m = measured(100, 25);
+        m.first.rejected = 0;
+        m.first.other = 20;
+        m.first.statuses = [(200, 100), (503, 20)].into_iter().collect();
+        m.first.rejection_headers.clear();
+        let o = judge(&s, &m);
+        assert_eq!(o.status(), Status::Fail);
+        assert!(!obs(&o, "rejections with status 429").ok);
+        // No rejection at all (no limiter): FAIL too, with nothing to inspect.
+        let o = judge(&spec(serde_json::json!({"require_headers": ["Retry-After"]})), &{
+            let mut m = measured(100, 25);
+            m.first = burst(120, 0, 10);
+            m
+        });
+        assert_eq!(o.status(), Status::Fail);
+        assert_eq!(obs(&o, "`Retry-After`").observed, "no rejection to inspect");
+    }
+
+    #[test]
+    fn every_value_of_a_required_header_is_checked() {
+        let s = spec(serde_json::json!({"require_headers": ["Retry-After", "RateLimit-Remaining"]}));
+        let with = |retry: &[&str], remaining: &[&str]| {
+            let mut m = measured(100, 25);
+            for r in &mut m.first.rejection_headers {
+                r.insert("Retry-After".into(), retry.iter().map(|v| v.to_string()).collect());
+                r.insert(
+                    "RateLimit-Remaining".into(),
+                    remaining.iter().map(|v| v.to_string()).collect(),
+                );
+            }
+            judge(&s, &m)
+        };
+        for (retry, ok) in [
+            (&["1"][..], true),
+            (&["120"][..], true),
+            (&["Wed, 21 Oct 2015 07:28:00 GMT"][..], true),
+            (&["banana"][..], false),
+            (&["-1"][..], false),
+            (&["1.5"][..], false),
+            (&[][..], false),
+            (&["1", "banana"][..], false),
+        ] {
+            let o = with(retry, &["0"]);
+            let ob = obs(&o, "`Retry-After`");
+            assert_eq!(ob.ok, ok, "{retry:?}: {}", ob.observed);
+            assert_eq!(o.status() == Status::Pass, ok, "{retry:?}");
+        }
+        let o = with(&["1"], &["0", "garbage"]);
+        assert!(obs(&o, "`RateLimit-Remaining`").ok, "no syntax rule for it");
+        let o = with(&["1", "banana"], &["0"]);
+        assert!(obs(&o, "`Retry-After`").observed.contains("`banana`"));
+    }
+
+    #[test]
+    fn other_clients_are_judged_on_every_request() {
+        let s = spec(serde_json::json!({}));
+        for (statuses, want) in [
+            (&[Some(200), Some(200), Some(200)][..], Status::Pass),
+            (&[Some(200), Some(429), Some(200)][..], Status::Fail),
+            (&[Some(200), None, Some(200)][..], Status::Fail),
+            (&[Some(503), Some(200)][..], Status::Fail),
+        ] {
+            let mut m = measured(100, 25);
+            m.neighbours = neighbours(statuses);
+            assert_eq!(judge(&s, &m).status(), want, "{statuses:?}");
+        }
+        // None judged (all sent before the release): not proven, and no failure.
+        let mut m = measured(100, 25);
+        m.neighbours = Some(vec![]);
+        let o = judge(&s, &m);
+        assert_eq!(o.status(), Status::Pass);
+        assert!(o.summary.contains("not proven"), "{}", o.summary);
+    }
+
+    #[test]
+    fn no_second_address_is_not_proven_but_not_a_failure() {
+        let mut m = measured(100, 25);
+        m.neighbours = None;
+        let o = judge(&spec(serde_json::json!({})), &m);
+        assert_eq!(o.status(), Status::Pass, "{}", o.summary);
+        assert!(o.inconclusive.is_none());
+        assert!(o.summary.contains("not proven"), "{}", o.summary);
+        assert!(o.summary.contains("target.source_addresses"), "{}", o.summary);
+        assert!(!o.observations.iter().any(|x| x.what.contains("other clients")));
+    }
+
+    #[test]
+    fn a_bucket_not_full_at_the_start_is_waited_for_or_inconclusive() {
+        let s = spec(serde_json::json!({}));
+        // Waited for: the retry is judged, the note says why.
+        let mut m = measured(100, 25);
+        m.start = Start::Refilled {
+            earlier: burst(21, 99, 10),
+            waited: Duration::from_secs(1),
+        };
+        let o = judge(&s, &m);
+        assert_eq!(o.status(), Status::Pass);
+        assert!(o.summary.contains("admitted 21 of 120"), "{}", o.summary);
+        // A limit really lower than declared: still too few after the wait, FAIL.
+        let mut m = measured(60, 25);
+        m.start = Start::Refilled {
+            earlier: burst(60, 60, 10),
+            waited: Duration::from_secs(1),
+        };
+        assert_eq!(judge(&s, &m).status(), Status::Fail);
+        // No time to wait: INCONCLUSIVE with the reason, never FAIL.
+        let mut m = measured(21, 0);
+        m.start = Start::NotFull("no time left to wait 1s for it to fill".into());
+        m.second = None;
+        let o = judge(&s, &m);
+        assert_eq!(o.status(), Status::Inconclusive, "{:#?}", o.observations);
+        assert!(o.summary.contains("no time left"), "{}", o.summary);
+    }
+
+    #[test]
+    fn lint_warns_when_the_wait_refills_the_whole_bucket() {
+        let warned = |v: serde_json::Value| {
+            let mut p = Problems::default();
+            spec(v).validate(&mut p);
+            p.0.iter()
+                .any(|x| x.code == REFILL_UNMEASURABLE && x.warning && x.field == "/wait")
+        };
+        assert!(warned(serde_json::json!({"burst": 20, "refill": "10/s", "wait": "2s"})));
+        assert!(warned(serde_json::json!({"burst": 20, "refill": "40/s", "wait": "2s"})));
+        assert!(!warned(serde_json::json!({"burst": 100, "refill": "10/s", "wait": "2s"})));
+        assert!(!warned(serde_json::json!({"burst": 20, "refill": "10/s", "wait": "1900ms"})));
+        // And the run measures the refill anyway: half of burst / refill.
+        let s = spec(serde_json::json!({"burst": 20, "refill": "10/s", "wait": "2s"}));
+        assert_eq!(s.effective_wait(), Duration::from_secs(1));
+        let s = spec(serde_json::json!({"burst": 100, "refill": "10/s", "wait": "2s"}));
+        assert_eq!(s.effective_wait(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_refill_four_times_too_fast_is_caught() {
+        // burst 20 at 10/s, waiting 1 s (half of burst / refill): a 40/s limiter is full
+        // again (20 admitted), the declared one admits about 10.
+        let s = spec(serde_json::json!({"burst": 20, "refill": "10/s", "wait": "2s"}));
+        let run = |second: u64| {
+            let mut m = measured(20, 0);
+            m.first = burst(20, 10, 5);
+            m.wait = s.effective_wait();
+            m.second = Some(Second {
+                tally: burst(second, 10, 5),
+                gap_min: 1.0,
+                gap_release: 1.01,
+            });
+            judge(&s, &m).status()
+        };
+        assert_eq!(run(10), Status::Pass);
+        assert_eq!(run(20), Status::Fail);
     }
 }

@@ -11,6 +11,7 @@ mod check;
 mod cli;
 mod docs;
 mod exercise;
+mod fakes_a;
 mod matrix;
 mod policy;
 mod reach;
