@@ -10,6 +10,7 @@ mod architecture;
 mod check;
 mod cli;
 mod exercise;
+mod fakes_b;
 mod matrix;
 mod policy;
 mod remote;
