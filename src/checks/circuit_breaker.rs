@@ -329,6 +329,31 @@ fn spawn_sampler(
     })
 }
 
+/// The `/status` samplers of one attempt, stopped when dropped (also when the check's future
+/// is dropped at its deadline, so no sampler outlives the check).
+struct Samplers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Samplers {
+    async fn finish(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in std::mem::take(&mut self.tasks) {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Samplers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// How one attempt ended.
 enum AttemptEnd {
     Open,
@@ -351,16 +376,19 @@ async fn attempt(
     let n = spec.threshold;
     let readings: Shared = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let samplers: Vec<_> = (0..SAMPLERS)
-        .map(|_| {
-            spawn_sampler(
-                http.clone(),
-                spec.dependency.clone(),
-                readings.clone(),
-                stop.clone(),
-            )
-        })
-        .collect();
+    let samplers = Samplers {
+        tasks: (0..SAMPLERS)
+            .map(|_| {
+                spawn_sampler(
+                    http.clone(),
+                    spec.dependency.clone(),
+                    readings.clone(),
+                    stop.clone(),
+                )
+            })
+            .collect(),
+        stop,
+    };
     let cap = n.saturating_mul(2).saturating_add(10);
     let bound = Duration::from_secs(5)
         + (QUIET + Duration::from_millis(FAULT_LATENCY_MS) * 2) * cap;
@@ -406,7 +434,6 @@ async fn attempt(
             }
         }
         if let Some(e) = errors {
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
         if a.readings.iter().any(|r| r.open) {
@@ -435,10 +462,7 @@ async fn attempt(
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for s in samplers {
-        let _ = s.await;
-    }
+    samplers.finish().await;
     sent.push(format!(
         "GET /status ×{} (sampled while the breaker opened)",
         readings.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -537,6 +561,9 @@ async fn measure(
         match end {
             AttemptEnd::Open => opened_at = Some(Instant::now()),
             AttemptEnd::ClosedAtThreshold | AttemptEnd::FaultIneffective => return Ok(()),
+            // Neither open nor at the threshold within the bound: another attempt would only
+            // repeat it (unless the count just turned out to be unreported).
+            AttemptEnd::Bounded if m.count_reported => break,
             AttemptEnd::Bounded => {}
         }
         let (lo, hi) = bracket(&m.attempts);

@@ -325,11 +325,20 @@ mod tests {
         })
     }
 
+    /// (expect, delta, before, after, workload statuses, status)
+    type Case<'a> = (
+        &'a str,
+        bool,
+        Option<Option<f64>>,
+        Option<f64>,
+        &'a [(u16, u32)],
+        crate::outcome::Status,
+    );
+
     #[test]
     fn judges_value_boundaries_and_absence() {
         use crate::outcome::Status::{Fail, Pass};
-        // (expect, delta, before, after, workload statuses, status)
-        let cases: &[(&str, bool, Option<Option<f64>>, Option<f64>, &[(u16, u32)], _)] = &[
+        let cases: &[Case] = &[
             ("x == 4", false, None, Some(4.0), &[], Pass),
             ("x == 4", false, None, Some(5.0), &[], Fail),
             ("x <= 10", false, None, Some(10.0), &[], Pass), // exactly at the bound
