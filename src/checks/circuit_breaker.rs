@@ -169,6 +169,9 @@ pub struct Measurements {
 const MAX_ATTEMPTS: usize = 6;
 /// Concurrent `/status` readers while the breaker opens.
 const SAMPLERS: usize = 2;
+/// Pause of each reader between two reads: the readers together read about every 5 ms, ten
+/// times per failure at the injected latency, without flooding the target.
+const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// Latency of the injected failure. It spaces the failures the service's own calls record
 /// (one caller, one call at a time) far enough apart for every count to be read: without it
 /// a service polling its dependency every 2 ms went from 0 to open between two reads of a
@@ -281,7 +284,11 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     )
     .await?;
     let mut m = Measurements::default();
-    let result = measure(spec, &http, &mut sent, &mut m).await;
+    let status_clients = std::iter::once(ctx.source)
+        .chain(ctx.extra_sources.iter().copied())
+        .map(|a| ctx.http_from(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let result = measure(spec, &http, &status_clients, &mut sent, &mut m).await;
     // Restore: no fault, breaker closed, whatever happened.
     let c1 = admin_ok(&http, "DELETE", "/admin/faults", None, &mut sent).await;
     let c2 = admin_ok(
@@ -303,19 +310,45 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
 /// Readings shared with the `/status` samplers: (sent at, reading or error).
 type Shared = Arc<Mutex<Vec<(Instant, Result<(Option<String>, Option<u32>), CheckError>)>>>;
 
-/// Reads `/status` in a loop until `stop` is set.
+/// Reads `/status` every [`SAMPLE_EVERY`] until `stop` is set, rotating over the check's
+/// client addresses (the target may rate-limit `/status` per address). An answer other than
+/// 200 (a 429, say) is no reading: the sampler waits (`Retry-After`, capped) and goes on.
 fn spawn_sampler(
-    http: Http,
+    clients: Vec<Http>,
+    first: usize,
     dep: String,
     readings: Shared,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut k = first;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let http = &clients[k % clients.len()];
+            k += SAMPLERS;
             let at = Instant::now();
-            let r = breaker_status(&http, &dep)
-                .await
-                .map(|b| (b.state, b.consecutive_failures));
+            let r = match http.get("/status").await {
+                Ok(r) if r.status == 200 => r.json().map(|v| {
+                    let b = v.pointer(&format!("/breakers/{dep}"));
+                    (
+                        b.and_then(|b| b.get("state"))
+                            .and_then(|v| v.as_str())
+                            .map(str::to_string),
+                        b.and_then(|b| b.get("consecutive_failures"))
+                            .and_then(|v| v.as_u64())
+                            .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+                    )
+                }),
+                Ok(r) => {
+                    let wait = r
+                        .header("retry-after")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .unwrap_or(0.1)
+                        .clamp(0.01, 1.0);
+                    tokio::time::sleep(Duration::from_secs_f64(wait)).await;
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
             let failed = r.is_err();
             readings
                 .lock()
@@ -324,7 +357,7 @@ fn spawn_sampler(
             if failed {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::time::sleep(SAMPLE_EVERY).await;
         }
     })
 }
@@ -369,6 +402,7 @@ enum AttemptEnd {
 async fn attempt(
     spec: &Spec,
     http: &Http,
+    status_clients: &[Http],
     t0: Instant,
     sent: &mut Vec<String>,
     m: &mut Measurements,
@@ -378,9 +412,10 @@ async fn attempt(
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let samplers = Samplers {
         tasks: (0..SAMPLERS)
-            .map(|_| {
+            .map(|i| {
                 spawn_sampler(
-                    http.clone(),
+                    status_clients.to_vec(),
+                    i,
                     spec.dependency.clone(),
                     readings.clone(),
                     stop.clone(),
@@ -529,6 +564,7 @@ fn bracket(attempts: &[Attempt]) -> (u32, u32) {
 async fn measure(
     spec: &Spec,
     http: &Http,
+    status_clients: &[Http],
     sent: &mut Vec<String>,
     m: &mut Measurements,
 ) -> Result<(), CheckError> {
@@ -553,7 +589,7 @@ async fn measure(
             admin_ok(http, "POST", "/admin/breaker/reset", Some(&reset), sent).await?;
         }
         let (a, end) = if m.count_reported {
-            attempt(spec, http, t0, sent, m).await?
+            attempt(spec, http, status_clients, t0, sent, m).await?
         } else {
             attempt_own_count(spec, http, t0, sent, m).await?
         };
@@ -709,6 +745,19 @@ fn judge_into(spec: &Spec, m: &Measurements, out: &mut Outcome) {
         out.undecided(format!(
             "in {} attempt(s) the breaker neither opened nor reached {n} consecutive failures within the attempt's bound",
             m.attempts.len()
+        ));
+        return;
+    }
+    if lo > hi {
+        // Closed at a count above one read open: the count was reset between readings (a call
+        // started before the fault succeeded, or a reset by someone else). No bound holds.
+        out.summary = format!(
+            "the breaker's readings contradict each other (closed at {}, open at {hi})",
+            lo - 1
+        );
+        out.undecided(format!(
+            "the consecutive-failure count went back during the opening (closed at {}, open at {hi} consecutive failures)",
+            lo - 1
         ));
         return;
     }
@@ -923,6 +972,8 @@ mod tests {
             (3, vec![attempt(&[closed(2), closed(4)], 1)], Status::Fail, "still closed at 4"),
             // Exactly at a threshold of 1.
             (1, vec![attempt(&[closed(0), open(1)], 1)], Status::Pass, "open at 1 consecutive"),
+            // Contradictory readings (the count went back): neither PASS nor FAIL.
+            (5, vec![attempt(&[closed(4), open(5)], 0), attempt(&[closed(1), open(3)], 3)], Status::Inconclusive, ""),
             // Nothing seen within the bound.
             (5, vec![attempt(&[closed(0), closed(1)], 1)], Status::Inconclusive, ""),
             (5, vec![], Status::Inconclusive, ""),
