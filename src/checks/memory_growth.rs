@@ -18,6 +18,7 @@ use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::http::Http;
+use crate::probe::prom::{Sample, Selector};
 use crate::probe::stats::{least_squares, theil_sen};
 use crate::target::Ctx;
 use crate::units::{RequestLine, Size};
@@ -44,10 +45,20 @@ pub struct Spec {
     /// (`process_resident_memory_bytes`); default: process when available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<RssSource>,
+    /// With `source: metric`, the series holding the RSS in bytes (default
+    /// `process_resident_memory_bytes`). When the target exposes several series of it (one
+    /// per worker), choose one with label matchers, e.g.
+    /// `process_resident_memory_bytes{worker="1"}`: several matching series are an error
+    /// naming them, never a silent pick.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
     /// Concurrent workload requests (default 1).
     #[serde(default = "one")]
     pub concurrency: u32,
 }
+
+/// The RSS series read from `/metrics` when `metric` is not given.
+pub const DEFAULT_RSS_METRIC: &str = "process_resident_memory_bytes";
 
 /// Source of RSS samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -92,6 +103,23 @@ impl Spec {
             }
         }
         p.positive("/concurrency", self.concurrency.into(), "concurrency");
+        if let Some(m) = &self.metric {
+            if let Err(e) = Selector::parse(m) {
+                p.error(
+                    "/metric",
+                    BAD_METRIC,
+                    e,
+                    "write a series selector, e.g. `process_resident_memory_bytes{worker=\"1\"}`",
+                );
+            } else if self.source == Some(RssSource::Process) {
+                p.warning(
+                    "/metric",
+                    METRIC_UNUSED,
+                    "`metric` is read only with `source: metric`",
+                    "remove it, or set `source: metric`",
+                );
+            }
+        }
     }
 }
 
@@ -218,21 +246,82 @@ impl Workload {
 /// Where samples come from, resolved.
 enum Sampler {
     Pid,
-    Metric(Http),
+    Metric(Http, Selector),
 }
 
 impl Sampler {
     async fn rss(&self, ctx: &Ctx) -> Result<u64, CheckError> {
         match self {
             Sampler::Pid => crate::probe::process::rss_of_pid(ctx.target.pid()?),
-            Sampler::Metric(http) => {
-                crate::probe::process::rss_from_metric(http, "process_resident_memory_bytes").await
+            Sampler::Metric(http, sel) => {
+                let samples = crate::probe::process::scrape(http).await?;
+                select_rss(&samples, sel).map(|v| v as u64)
             }
         }
     }
 }
 
+/// The one series `sel` picks out of a scrape. Several matching series (one per worker, say)
+/// are an error naming them: reading the first, as this kind once did, let a leaking second
+/// series pass unseen, and summing them would judge a different quantity than the policy
+/// names.
+pub fn select_rss(samples: &[Sample], sel: &Selector) -> Result<f64, CheckError> {
+    match sel.matching(samples).as_slice() {
+        [] => Err(CheckError::NotApplicable(format!(
+            "the target exports no `{sel}`"
+        ))),
+        [one] if one.value.is_finite() && one.value >= 0.0 => Ok(one.value),
+        [one] => Err(CheckError::Target(format!(
+            "`{}` is {}, not a size in bytes",
+            one.series(),
+            one.value
+        ))),
+        many => {
+            let names: Vec<String> = many.iter().take(5).map(|s| s.series()).collect();
+            Err(CheckError::Target(format!(
+                "`{sel}` matches {} series at /metrics ({}{}): choose one with `metric:` and label matchers, e.g. `{}`",
+                many.len(),
+                names.join(", "),
+                if many.len() > 5 { ", …" } else { "" },
+                many[0].series()
+            )))
+        }
+    }
+}
+
+/// What `run` measured, for [`judge`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurements {
+    pub source: RssSource,
+    /// (iterations done, RSS bytes), the first at 0 after the warm-up.
+    pub samples: Vec<(f64, f64)>,
+    pub iterations_measured: u32,
+    /// Extra rounds measured because the interval straddled the limit.
+    pub extensions: u32,
+    /// Measuring stopped because the deadline left no room for another round (rather than
+    /// because the extensions were used up or the interval stopped straddling).
+    pub out_of_time: bool,
+    pub workload_failures: u64,
+    pub first_failure: Option<String>,
+    pub rate_limited_retries: u64,
+    pub measure_seconds: f64,
+}
+
+fn straddles(low: f64, high: f64, limit: f64) -> bool {
+    low <= limit && limit < high
+}
+
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    let m = measure(spec, ctx).await?;
+    let mut out = judge(spec, &m);
+    out.sent.push(format!(
+        "{} × {} warm-up, then {} × {} measured",
+        spec.warmup, spec.request, spec.iterations, spec.request
+    ));
+    Ok(out)
+}
+
+async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
     let source = spec
         .source
         .unwrap_or(if ctx.target.has(Capability::Process) {
@@ -245,7 +334,11 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
             ctx.require(Capability::Process)?;
             Sampler::Pid
         }
-        RssSource::Metric => Sampler::Metric(ctx.http()?),
+        RssSource::Metric => {
+            let sel = Selector::parse(spec.metric.as_deref().unwrap_or(DEFAULT_RSS_METRIC))
+                .map_err(CheckError::Local)?;
+            Sampler::Metric(ctx.http()?, sel)
+        }
     };
     let addrs: Vec<IpAddr> = std::iter::once(ctx.source)
         .chain(ctx.extra_sources.iter().copied())
@@ -265,11 +358,6 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         failures: Mutex::new((0, None)),
         limited: Default::default(),
     });
-    let mut out = Outcome::default();
-    out.sent.push(format!(
-        "{} × {} warm-up, then {} × {} measured",
-        spec.warmup, spec.request, spec.iterations, spec.request
-    ));
     ctx.progress(&format!("warm-up: {} × {}", spec.warmup, spec.request));
     work.run(spec.warmup).await?;
     let every = spec
@@ -285,7 +373,8 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     // accumulate), as long as the deadline leaves room for another round.
     let mut target = spec.iterations;
     let mut extensions = 0u32;
-    let fit = loop {
+    let mut out_of_time = false;
+    loop {
         while done < target {
             let step = every.min(target - done);
             work.run(step).await?;
@@ -295,15 +384,19 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
                 ctx.progress(&format!("iteration {done}/{target}"));
             }
         }
-        let fit = theil_sen(&samples, 1.96)
-            .ok_or_else(|| CheckError::Local("too few RSS samples to fit a slope".into()))?;
-        let straddles = fit.slope_low <= limit && limit < fit.slope_high;
+        let Some(fit) = theil_sen(&samples, 1.96) else {
+            break;
+        };
         let round = started.elapsed().as_secs_f64() / f64::from(extensions + 1);
         let room = ctx
             .remaining()
             .is_ok_and(|r| r.as_secs_f64() > 2.0 * round + 5.0);
-        if !straddles || extensions >= MAX_EXTENSIONS || !room {
-            break fit;
+        if !straddles(fit.slope_low, fit.slope_high, limit) || extensions >= MAX_EXTENSIONS {
+            break;
+        }
+        if !room {
+            out_of_time = true;
+            break;
         }
         extensions += 1;
         target = target.saturating_add(spec.iterations);
@@ -311,18 +404,53 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
             "slope {:.0} B, interval {:.0}..{:.0} straddles the limit: measuring {} more",
             fit.slope, fit.slope_low, fit.slope_high, spec.iterations
         ));
+    }
+    let (workload_failures, first_failure) = work
+        .failures
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    Ok(Measurements {
+        source,
+        samples,
+        iterations_measured: done,
+        extensions,
+        out_of_time,
+        workload_failures,
+        first_failure,
+        rate_limited_retries: work.limited.load(std::sync::atomic::Ordering::Relaxed),
+        measure_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Judges the RSS samples against the limit. Pure: no I/O, no clock.
+///
+/// FAIL only when the whole confidence interval is above the limit: RSS is noisy (the
+/// allocator grows and returns arenas in steps), and a good service must not fail on noise.
+/// PASS only when the whole interval is at or below it. An interval still straddling the
+/// limit after the extensions shows neither a leak nor its absence: INCONCLUSIVE, with the
+/// reason (it once gave PASS for a leak at 4× the limit under heavy noise).
+pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
+    let mut out = Outcome::default();
+    let samples = &m.samples;
+    let done = m.iterations_measured;
+    let limit = spec.max_growth_per_iteration.0 as f64;
+    let Some(fit) = theil_sen(samples, 1.96) else {
+        out.summary = format!(
+            "{} RSS sample(s) over {done} iterations; limit {}",
+            samples.len(),
+            spec.max_growth_per_iteration
+        );
+        out.undecided("too few RSS samples to fit a slope (at least 3 are needed)");
+        return out;
     };
-    let ols = least_squares(&samples).map(|(s, _)| s);
+    let ols = least_squares(samples).map(|(s, _)| s);
     let first = samples.first().map_or(0.0, |p| p.1);
     let last = samples.last().map_or(0.0, |p| p.1);
     // The slope of the later half alone: a leak grows at the same rate throughout, while the
     // allocator's warm-up (heap high-water mark, caches) decays towards zero.
     let late = theil_sen(&samples[samples.len() / 2..], 1.96);
-    // FAIL only when the whole confidence interval is above the limit: RSS is noisy (the
-    // allocator grows and returns arenas in steps), and a good service must not fail on
-    // noise. An interval still straddling the limit after the extensions is not evidence of
-    // a leak: PASS, and the observation says the interval reaches the limit.
-    let straddles = fit.slope_low <= limit && limit < fit.slope_high;
+    let straddling = straddles(fit.slope_low, fit.slope_high, limit);
     let ok = fit.slope_low <= limit;
     out.observe(Observation::new(
         "RSS growth per iteration (Theil–Sen, 95% CI)",
@@ -336,7 +464,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
             fit.slope_low,
             fit.slope_high,
             fit.n,
-            if straddles {
+            if straddling {
                 " — the interval reaches the limit: not shown to exceed it"
             } else {
                 ""
@@ -344,12 +472,6 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         ),
         ok,
     ));
-    let (failures, first_failure) = work
-        .failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let limited = work.limited.load(std::sync::atomic::Ordering::Relaxed);
     let x_max = samples.last().map_or(0.0, |p| p.0);
     let mib = 1024.0 * 1024.0;
     out.charts.push(Chart {
@@ -382,8 +504,26 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         last / mib,
         spec.max_growth_per_iteration
     );
+    if straddling {
+        out.undecided(format!(
+            "the interval {:.0}..{:.0} B still straddles the limit {} after {done} iterations ({} extension(s){}): the RSS is too noisy to show a leak or its absence; use more iterations or a quieter target",
+            fit.slope_low,
+            fit.slope_high,
+            spec.max_growth_per_iteration,
+            m.extensions,
+            if m.out_of_time {
+                "; the deadline left no room for another"
+            } else {
+                ""
+            }
+        ));
+    }
     out.evidence = serde_json::json!({
-        "source": match source { RssSource::Process => "process", RssSource::Metric => "metric" },
+        "source": match m.source { RssSource::Process => "process", RssSource::Metric => "metric" },
+        "metric": match m.source {
+            RssSource::Process => None,
+            RssSource::Metric => Some(spec.metric.as_deref().unwrap_or(DEFAULT_RSS_METRIC)),
+        },
         "samples": samples,
         "slope_bytes_per_iteration": fit.slope,
         "intercept_bytes": fit.intercept,
@@ -391,29 +531,31 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         "late_half_slope": late.map(|l| l.slope),
         "late_half_slope_ci": late.map(|l| [l.slope_low, l.slope_high]),
         "iterations_measured": done,
-        "extensions": extensions,
+        "extensions": m.extensions,
         "confidence": fit.confidence,
         "ols_slope": ols,
         "limit_bytes": limit,
         "rss_first": first,
         "rss_last": last,
-        "rate_limited_retries": limited,
-        "workload_failures": failures,
-        "first_failure": first_failure,
-        "measure_seconds": started.elapsed().as_secs_f64(),
+        "rate_limited_retries": m.rate_limited_retries,
+        "workload_failures": m.workload_failures,
+        "first_failure": m.first_failure,
+        "measure_seconds": m.measure_seconds,
     });
-    Ok(out)
+    out
 }
 
 const TOO_FEW: Code = Code("memory-growth/too-few");
 const TOO_FEW_SAMPLES: Code = Code("memory-growth/too-few-samples");
+const BAD_METRIC: Code = Code("memory-growth/bad-metric");
+const METRIC_UNUSED: Code = Code("memory-growth/metric-unused");
 
 impl KindSpec for Spec {
     const KIND: Kind = Kind {
         name: "memory_growth",
         namespace: "memory-growth",
         exclusivity: Exclusivity::Exclusive,
-        codes: &[TOO_FEW, TOO_FEW_SAMPLES],
+        codes: &[TOO_FEW, TOO_FEW_SAMPLES, BAD_METRIC, METRIC_UNUSED],
     };
 
     fn validate(&self, p: &mut Problems) {
@@ -430,5 +572,111 @@ impl KindSpec for Spec {
 
     fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
         run(self, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Status;
+
+    fn spec(limit: &str) -> Spec {
+        serde_json::from_value(serde_json::json!({
+            "request": "POST /w", "iterations": 200, "max_growth_per_iteration": limit,
+        }))
+        .unwrap()
+    }
+
+    /// RSS at `slope` bytes per iteration from 50 MiB, sampled every 10 iterations, plus a
+    /// deterministic noise of up to ±`noise` bytes.
+    fn measured(slope: f64, noise: f64, n: usize, extensions: u32) -> Measurements {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let samples = (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let u = (x % 2001) as f64 / 1000.0 - 1.0;
+                let it = (i * 10) as f64;
+                (it, 50.0 * 1024.0 * 1024.0 + slope * it + noise * u)
+            })
+            .collect();
+        Measurements {
+            source: RssSource::Process,
+            samples,
+            iterations_measured: (n.saturating_sub(1) * 10) as u32,
+            extensions,
+            out_of_time: false,
+            workload_failures: 0,
+            first_failure: None,
+            rate_limited_retries: 0,
+            measure_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn judges_slopes_against_the_limit() {
+        // (limit, slope, noise, samples, status)
+        let cases = [
+            ("256B", 0.0, 0.0, 21, Status::Pass),
+            ("256B", 256.0, 0.0, 21, Status::Pass), // exactly at the limit
+            ("256B", 257.0, 0.0, 21, Status::Fail), // one over
+            ("256B", 4096.0, 4096.0, 61, Status::Fail),
+            ("256B", 10.0, 1024.0, 61, Status::Pass),
+            // #15: a leak at 4× the limit under heavy RSS noise, interval straddling the
+            // limit after the extensions: not a PASS.
+            ("1KiB", 4096.0, 2_000_000.0, 21, Status::Inconclusive),
+            // Too few samples to fit anything.
+            ("256B", 0.0, 0.0, 2, Status::Inconclusive),
+            ("256B", 0.0, 0.0, 0, Status::Inconclusive),
+        ];
+        for (i, (limit, slope, noise, n, want)) in cases.into_iter().enumerate() {
+            let o = judge(&spec(limit), &measured(slope, noise, n, MAX_EXTENSIONS));
+            assert_eq!(o.status(), want, "case {i}: {}", o.summary);
+        }
+    }
+
+    #[test]
+    fn a_straddling_interval_says_why() {
+        let mut m = measured(4096.0, 2_000_000.0, 21, 1);
+        m.out_of_time = true;
+        let o = judge(&spec("1KiB"), &m);
+        assert_eq!(o.status(), Status::Inconclusive);
+        let why = o.inconclusive.unwrap();
+        assert!(why.contains("straddles the limit 1KiB"), "{why}");
+        assert!(why.contains("1 extension(s); the deadline"), "{why}");
+    }
+
+    #[test]
+    fn one_rss_series_or_an_error_naming_them() {
+        let page = crate::probe::prom::parse(
+            "process_resident_memory_bytes{worker=\"0\"} 1000\n\
+             process_resident_memory_bytes{worker=\"1\"} 2000\n\
+             other_bytes 5\n",
+        );
+        let sel = |s: &str| Selector::parse(s).unwrap();
+        let e = select_rss(&page, &sel(DEFAULT_RSS_METRIC)).unwrap_err();
+        assert_eq!(e.status(), Status::Error);
+        let msg = e.to_string();
+        assert!(msg.contains("matches 2 series"), "{msg}");
+        assert!(msg.contains("worker=\"0\"") && msg.contains("worker=\"1\""), "{msg}");
+        assert_eq!(
+            select_rss(&page, &sel("process_resident_memory_bytes{worker=\"1\"}")).unwrap(),
+            2000.0
+        );
+        let e = select_rss(&page, &sel("process_resident_memory_bytes{worker=\"9\"}"));
+        assert_eq!(e.unwrap_err().status(), Status::Skip);
+        let one = crate::probe::prom::parse("process_resident_memory_bytes 7e6\n");
+        assert_eq!(select_rss(&one, &sel(DEFAULT_RSS_METRIC)).unwrap(), 7e6);
+    }
+
+    #[test]
+    fn lint_checks_the_metric_selector() {
+        let mut s = spec("1KiB");
+        s.metric = Some("process_resident_memory_bytes{worker=\"1\"".into());
+        let mut p = Problems::default();
+        s.validate(&mut p);
+        assert_eq!(p.0.len(), 1);
+        assert_eq!(p.0[0].code, BAD_METRIC);
     }
 }

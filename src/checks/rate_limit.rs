@@ -604,12 +604,7 @@ struct Neighbours {
 
 impl Neighbours {
     fn new(ctx: &Ctx, spec: &Spec) -> Option<Self> {
-        let addrs: Vec<IpAddr> = ctx
-            .extra_sources
-            .iter()
-            .copied()
-            .filter(|a| *a != ctx.source)
-            .collect();
+        let addrs: Vec<IpAddr> = ctx.neighbour_sources();
         let per_address = (spec.burst as usize / 2).max(1);
         (!addrs.is_empty()).then(|| Neighbours {
             allowance: addrs.len().saturating_mul(per_address),

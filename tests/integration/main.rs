@@ -12,6 +12,7 @@ mod cli;
 mod docs;
 mod exercise;
 mod fakes_a;
+mod fakes_b;
 mod matrix;
 mod policy;
 mod reach;
