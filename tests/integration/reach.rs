@@ -118,3 +118,245 @@ fn two_back_to_back_runs_against_one_service_are_both_go() {
     };
     assert_ne!(from(&first), from(&second));
 }
+
+// ---------------------------------------------------------------------------------------
+// A server that closes every connection (issue 15, "a right service judged wrong" 1).
+
+/// How the fake server answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Style {
+    /// `HTTP/1.0 200 OK`, no `Connection` header, then close (Python's http.server).
+    Http10,
+    /// `HTTP/1.1 200 OK` with `Connection: close`, then close.
+    Http11Close,
+}
+
+/// A small HTTP server that answers one request per connection and closes it. `/limited`
+/// has a per-client-address token bucket (`burst`, `refill`/s; 429 with `Retry-After`);
+/// every other path answers 200. With `drop_every: n`, every n-th connection is closed
+/// without an answer (a real failure). Stops after `max_conns` connections or `lifetime`.
+pub struct ClosingServer {
+    pub port: u16,
+    pub served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+pub fn closing_server(
+    style: Style,
+    burst: f64,
+    refill: f64,
+    drop_every: Option<u64>,
+    max_conns: u64,
+    lifetime: std::time::Duration,
+) -> ClosingServer {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicU64::new(0));
+    let served2 = served.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let buckets: Arc<Mutex<HashMap<std::net::IpAddr, (f64, std::time::Instant)>>> =
+                Arc::default();
+            let end = tokio::time::Instant::now() + lifetime;
+            let mut n = 0u64;
+            while n < max_conns {
+                let Ok(Ok((mut s, peer))) = tokio::time::timeout_at(end, listener.accept()).await
+                else {
+                    break;
+                };
+                n += 1;
+                let nth = n;
+                let buckets = buckets.clone();
+                let served = served2.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::with_capacity(1024);
+                    let mut chunk = [0u8; 1024];
+                    let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return false,
+                                Ok(k) => buf.extend_from_slice(&chunk[..k]),
+                            }
+                        }
+                        true
+                    })
+                    .await;
+                    if read != Ok(true) {
+                        return;
+                    }
+                    if drop_every.is_some_and(|d| nth % d == 0) {
+                        return; // closed without an answer
+                    }
+                    let head = String::from_utf8_lossy(&buf);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let allowed = if path.starts_with("/limited") {
+                        let mut b = buckets.lock().unwrap();
+                        let now = std::time::Instant::now();
+                        let e = b.entry(peer.ip()).or_insert((burst, now));
+                        e.0 = (e.0 + refill * now.duration_since(e.1).as_secs_f64()).min(burst);
+                        e.1 = now;
+                        if e.0 >= 1.0 {
+                            e.0 -= 1.0;
+                            true
+                        } else {
+                            false
+                        }
+                    } else {
+                        true
+                    };
+                    let (status, extra) = if allowed {
+                        ("200 OK", "")
+                    } else {
+                        ("429 Too Many Requests", "Retry-After: 1\r\n")
+                    };
+                    let resp = match style {
+                        Style::Http10 => format!(
+                            "HTTP/1.0 {status}\r\nServer: fake\r\n{extra}Content-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+                        ),
+                        Style::Http11Close => format!(
+                            "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+                        ),
+                    };
+                    if s.write_all(resp.as_bytes()).await.is_ok() {
+                        served.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    });
+    ClosingServer { port, served }
+}
+
+const CLOSING_POLICY: &str = "\
+version: 1
+name: closing-server
+checks:
+  - id: slo
+    kind: load_slo
+    request: GET /ok
+    rate: 200/s
+    duration: 3s
+    connections: 8
+    thresholds: [\"errors < 1%\"]
+  - id: limit
+    kind: rate_limit
+    request: GET /limited
+    burst: 100
+    refill: 10/s
+    tolerance: 5%
+    require_headers: [Retry-After]
+";
+
+fn run_closing(server: &ClosingServer) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("closing.yaml");
+    std::fs::write(&policy, CLOSING_POLICY).unwrap();
+    let url = format!("http://127.0.0.1:{}", server.port);
+    check_json(&[policy.to_str().unwrap(), "--target", &url], &[])
+}
+
+/// A correct service that closes every connection after its answer (HTTP/1.0 style, and
+/// HTTP/1.1 with `Connection: close`): `load_slo` saw 49.6 % errors and `rate_limit` got 75
+/// of 120 requests through, because requests written to connections the server had already
+/// closed counted as sent and failed. Both must PASS.
+#[test]
+fn a_server_closing_every_connection_is_judged_right() {
+    let _t = support::timing();
+    for style in [Style::Http10, Style::Http11Close] {
+        let server = closing_server(
+            style,
+            100.0,
+            10.0,
+            None,
+            5_000,
+            std::time::Duration::from_secs(60),
+        );
+        let run = run_closing(&server);
+        let slo = run.result("slo");
+        assert_eq!(slo["status"], "PASS", "{style:?}: {slo:#}");
+        let limit = run.result("limit");
+        assert_eq!(limit["status"], "PASS", "{style:?}: {limit:#}");
+        assert_eq!(run.json["verdict"], "GO", "{style:?}");
+    }
+}
+
+/// The other side: a server that closes every fifth connection without answering fails
+/// `load_slo` on errors — a retry must never hide a real failure.
+#[test]
+fn a_server_dropping_requests_still_fails_load_slo() {
+    let _t = support::timing();
+    let server = closing_server(
+        Style::Http10,
+        100.0,
+        10.0,
+        Some(5),
+        5_000,
+        std::time::Duration::from_secs(60),
+    );
+    let run = run_closing(&server);
+    let slo = run.result("slo");
+    assert_eq!(slo["status"], "FAIL", "{slo:#}");
+    let errors = slo["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["what"].as_str().unwrap_or("").contains("error"))
+        .unwrap_or_else(|| panic!("no error observation: {slo:#}"));
+    assert_eq!(errors["ok"], false, "{slo:#}");
+}
+
+/// The checks' HTTP client (reqwest) on the same server: no request of a series fails
+/// because the previous answer closed its connection.
+#[tokio::test]
+async fn the_check_client_survives_a_server_closing_every_connection() {
+    use preflight::target::{Budget, Ctx, Target};
+    for style in [Style::Http10, Style::Http11Close] {
+        let server = closing_server(
+            style,
+            1000.0,
+            10.0,
+            None,
+            200,
+            std::time::Duration::from_secs(60),
+        );
+        let ctx = Ctx {
+            target: std::sync::Arc::new(Target::remote(&format!(
+                "http://127.0.0.1:{}",
+                server.port
+            ))),
+            source: support::fresh_ip(),
+            extra_sources: vec![],
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(60),
+            budget: Budget::new(1000),
+            policy_dir: ".".into(),
+            progress: std::sync::Arc::new(|_| {}),
+        };
+        let http = ctx.http().unwrap();
+        for i in 0..50 {
+            let r = http.get("/ok").await;
+            assert!(
+                r.as_ref().is_ok_and(|r| r.status == 200),
+                "{style:?} request {i}: {r:?}"
+            );
+        }
+        // The server counts an answer once written; poll (bounded) until it has counted all.
+        let served = || server.served.load(std::sync::atomic::Ordering::Relaxed);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while served() < 50 && std::time::Instant::now() < end {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(served(), 50, "{style:?}: one answer per request, none lost");
+    }
+}
