@@ -253,7 +253,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         .map(|t| Threshold::parse(t).map(|p| (t, p)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(CheckError::Local)?;
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, spec.body.as_ref())?;
     let sources: Vec<std::net::IpAddr> = std::iter::once(ctx.source)
         .chain(ctx.extra_sources.iter().copied())

@@ -192,7 +192,7 @@ fn fmt_range(lo: f64, hi: f64) -> String {
 }
 
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, None)?;
     let refill = spec.refill.per_second();
     let burst = spec.burst as f64;

@@ -1,7 +1,8 @@
 //! The paced open-loop load generator and the simultaneous burst.
 //!
-//! Both speak HTTP/1.1 through hyper's connection API over loopback connections bound to
-//! the check's own source addresses, one task per connection, no pool in the way.
+//! Both speak HTTP/1.1 (over TLS for an `https://` target) through hyper's connection API,
+//! over connections bound to the check's own source addresses, one task per connection, no
+//! pool in the way. A connection the server closes is replaced (see `Conn`).
 //!
 //! [`run`] sends at a fixed rate (or as fast as the connections allow when no rate is given).
 //! Request `i` is *intended* at `start + i / rate`; its latency is measured from that
@@ -27,51 +28,102 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 use crate::outcome::CheckError;
 use crate::target::Budget;
 
-/// Where requests go: the target's socket address and its `Host`.
+/// Where requests go: the target's socket address, its `Host`, TLS and headers.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub host: String,
     /// Path prefix of the base URL (usually empty).
     pub prefix: String,
+    /// TLS for an `https://` target: the configuration and the server name (SNI).
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Headers on every request (`target.headers`), marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Endpoint {
-    /// From a base URL such as `http://127.0.0.1:40123` (plain HTTP only).
+    /// From a base URL such as `http://127.0.0.1:40123` or `http://[::1]:8080`: the host is
+    /// resolved and the first address taken; `https://` verifies against the system's
+    /// roots. Checks use [`Ctx::endpoint`], which reaches the target as the run does.
     pub async fn from_url(url: &str) -> Result<Self, CheckError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            CheckError::NotApplicable(format!(
-                "the load generator speaks plain HTTP only; the target is {url}"
-            ))
-        })?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
+        let target = crate::target::Target::remote(url);
+        Self::for_target(&target).await
+    }
+
+    /// How the run reaches `target`: its checked address (resolved now when the run did
+    /// not), its TLS settings and its headers.
+    pub async fn for_target(target: &crate::target::Target) -> Result<Self, CheckError> {
+        let url = &target.url;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| CheckError::Local(format!("target `{url}` is not a URL: {e}")))?;
+        let https = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(CheckError::NotApplicable(format!(
+                    "the load generator speaks http and https; the target is {other}: {url}"
+                )));
+            }
         };
-        let with_port = if authority.rsplit(':').next().is_some_and(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && authority.contains(':')
-        }) && !authority.ends_with(']')
-        {
-            authority.to_string()
+        let (host, port) = target.host_port()?;
+        let addr = match target.reach.address {
+            Some(a) => a,
+            None => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| CheckError::Target(format!("resolving {host}: {e}")))?
+                .next()
+                .ok_or_else(|| CheckError::Target(format!("{host} has no address")))?,
+        };
+        let authority = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or(&host)),
+            None => parsed.host_str().unwrap_or(&host).to_string(),
+        };
+        let tls = if https {
+            let tls = match &target.reach.tls {
+                Some(t) => t.clone(),
+                None => {
+                    crate::target::tls::Tls::new(&Default::default()).map_err(CheckError::Local)?
+                }
+            };
+            let name = crate::target::tls::Tls::server_name(&host).map_err(CheckError::Local)?;
+            Some((tls.config, name))
         } else {
-            format!("{authority}:80")
+            None
         };
-        let addr = tokio::net::lookup_host(&with_port)
-            .await
-            .map_err(|e| CheckError::Target(format!("resolving {authority}: {e}")))?
-            .find(|a| a.is_ipv4())
-            .ok_or_else(|| CheckError::Target(format!("{authority} has no IPv4 address")))?;
+        let mut headers = Vec::new();
+        for (name, value) in &target.reach.headers {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                CheckError::Local(format!("`target.headers`: `{name}` is not a header name"))
+            })?;
+            let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                CheckError::Local(format!(
+                    "`target.headers.{name}`: the value is not a valid header value"
+                ))
+            })?;
+            v.set_sensitive(true);
+            headers.push((n, v));
+        }
         Ok(Endpoint {
             addr,
-            host: authority.to_string(),
-            prefix: prefix.to_string(),
+            host: authority,
+            prefix: parsed.path().trim_end_matches('/').to_string(),
+            tls,
+            headers,
         })
+    }
+}
+
+impl crate::target::Ctx {
+    /// Where this check's load goes: the target as the run reaches it.
+    pub async fn endpoint(&self) -> Result<Endpoint, CheckError> {
+        Endpoint::for_target(&self.target).await
     }
 }
 
@@ -113,6 +165,9 @@ impl Request {
             .method(self.method.clone())
             .uri(format!("{}{}", ep.prefix, self.path))
             .header(hyper::header::HOST, ep.host.as_str());
+        for (k, v) in &ep.headers {
+            b = b.header(k, v);
+        }
         for (k, v) in &self.headers {
             b = b.header(k, v);
         }
@@ -139,6 +194,26 @@ async fn connect(ep: &Endpoint, source: IpAddr) -> Result<SendRequest<Full<Bytes
         .await
         .map_err(|e| format!("connecting to {} from {source}: {e}", ep.addr))?;
     let _ = stream.set_nodelay(true);
+    match &ep.tls {
+        None => handshake(stream).await,
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| match crate::target::tls::find_rustls_error(&e) {
+                    Some(t) => crate::target::tls::explain(t, &ep.host),
+                    None => format!("TLS handshake with {}: {e}", ep.addr),
+                })?;
+            handshake(tls).await
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake over an open stream; the connection is driven by its own task.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;

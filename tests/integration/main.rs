@@ -16,3 +16,4 @@ mod reach;
 mod remote;
 mod service;
 mod support;
+mod tls;
