@@ -134,7 +134,8 @@ pub enum Style {
 /// A small HTTP server that answers one request per connection and closes it. `/limited`
 /// has a per-client-address token bucket (`burst`, `refill`/s; 429 with `Retry-After`);
 /// every other path answers 200. With `drop_every: n`, every n-th connection is closed
-/// without an answer (a real failure). Stops after `max_conns` connections or `lifetime`.
+/// without an answer (a real failure). With `auth`, a request without exactly that
+/// `Authorization` value is answered 401. Stops after `max_conns` connections or `lifetime`.
 pub struct ClosingServer {
     pub port: u16,
     pub served: std::sync::Arc<std::sync::atomic::AtomicU64>,
@@ -147,6 +148,7 @@ pub fn closing_server(
     drop_every: Option<u64>,
     max_conns: u64,
     lifetime: std::time::Duration,
+    auth: Option<&str>,
 ) -> ClosingServer {
     use std::collections::HashMap;
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -158,6 +160,7 @@ pub fn closing_server(
     let port = listener.local_addr().unwrap().port();
     let served = Arc::new(AtomicU64::new(0));
     let served2 = served.clone();
+    let auth: Option<String> = auth.map(str::to_string);
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -179,6 +182,7 @@ pub fn closing_server(
                 let nth = n;
                 let buckets = buckets.clone();
                 let served = served2.clone();
+                let auth = auth.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::with_capacity(1024);
                     let mut chunk = [0u8; 1024];
@@ -200,7 +204,16 @@ pub fn closing_server(
                     }
                     let head = String::from_utf8_lossy(&buf);
                     let path = head.split(' ').nth(1).unwrap_or("/").to_string();
-                    let allowed = if path.starts_with("/limited") {
+                    let authorized = auth.as_ref().is_none_or(|want| {
+                        head.lines().any(|l| {
+                            l.split_once(':').is_some_and(|(k, v)| {
+                                k.eq_ignore_ascii_case("authorization") && v.trim() == want
+                            })
+                        })
+                    });
+                    let allowed = if !authorized {
+                        false
+                    } else if path.starts_with("/limited") {
                         let mut b = buckets.lock().unwrap();
                         let now = std::time::Instant::now();
                         let e = b.entry(peer.ip()).or_insert((burst, now));
@@ -215,7 +228,9 @@ pub fn closing_server(
                     } else {
                         true
                     };
-                    let (status, extra) = if allowed {
+                    let (status, extra) = if !authorized {
+                        ("401 Unauthorized", "")
+                    } else if allowed {
                         ("200 OK", "")
                     } else {
                         ("429 Too Many Requests", "Retry-After: 1\r\n")
@@ -282,6 +297,7 @@ fn a_server_closing_every_connection_is_judged_right() {
             None,
             5_000,
             std::time::Duration::from_secs(60),
+            None,
         );
         let run = run_closing(&server);
         let slo = run.result("slo");
@@ -304,6 +320,7 @@ fn a_server_dropping_requests_still_fails_load_slo() {
         Some(5),
         5_000,
         std::time::Duration::from_secs(60),
+        None,
     );
     let run = run_closing(&server);
     let slo = run.result("slo");
@@ -330,6 +347,7 @@ async fn the_check_client_survives_a_server_closing_every_connection() {
             None,
             200,
             std::time::Duration::from_secs(60),
+            None,
         );
         let ctx = Ctx {
             target: std::sync::Arc::new(Target::remote(&format!(
@@ -359,4 +377,161 @@ async fn the_check_client_survives_a_server_closing_every_connection() {
         }
         assert_eq!(served(), 50, "{style:?}: one answer per request, none lost");
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// IPv6, host names, headers.
+
+/// `preflight serve --config core.yaml --listen LISTEN` in `dir`; killed on drop.
+pub struct Served {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the core service on `listen` (prefixing the command with `prefix`, e.g.
+/// `ip netns exec NS`), with `token` as its admin token; waits (bounded) for its address.
+pub fn serve_on(prefix: &[&str], listen: &str, dir: &Path, token: &str) -> Served {
+    use std::io::BufRead;
+    let exe = env!("CARGO_BIN_EXE_preflight");
+    let mut cmd = match prefix.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(support::config("core.yaml"))
+        .args(["--listen", listen, "--admin-token", token, "--data-dir"])
+        .arg(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("PREFLIGHT_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::create(dir.join("stderr.txt")).unwrap(),
+        ));
+    let mut child = cmd.spawn().expect("spawning preflight serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_default();
+    let Some(url) = line.trim().strip_prefix("listening on ") else {
+        let _ = child.kill();
+        let log = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        panic!("service on {listen} did not start: {line:?}\n{log}");
+    };
+    Served {
+        child,
+        url: url.to_string(),
+    }
+}
+
+fn port_of(url: &str) -> String {
+    url.rsplit(':').next().unwrap().to_string()
+}
+
+/// Regression (issue 17): `--target http://[::1]:PORT` was "has no IPv4 address", ERROR.
+#[test]
+fn an_ipv6_literal_target_is_checked() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: this machine has no IPv6 loopback (::1)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let svc = serve_on(&[], "[::1]:0", dir.path(), &support::random_token());
+    let url = format!("http://[::1]:{}", port_of(&svc.url));
+    let run = check_json(&["policies/smoke.yaml", "--target", &url], &[]);
+    assert_eq!(
+        run.json["verdict"],
+        "GO",
+        "{:?} {:#}",
+        run.statuses(),
+        run.json["results"]
+    );
+    assert_eq!(
+        run.json["target"]["address"],
+        format!("[::1]:{}", port_of(&svc.url))
+    );
+}
+
+/// A host name: the first of its addresses that accepts a connection is checked and named.
+#[test]
+fn a_host_name_target_reports_the_address_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = serve_on(&[], "127.0.0.1:0", dir.path(), &support::random_token());
+    let port = port_of(&svc.url);
+    let url = format!("http://localhost:{port}");
+    let run = check_json(&["policies/smoke.yaml", "--target", &url], &[]);
+    assert_eq!(run.json["verdict"], "GO", "{:?}", run.statuses());
+    assert_eq!(run.json["target"]["address"], format!("127.0.0.1:{port}"));
+    assert_eq!(run.json["target"]["url"], url);
+}
+
+/// `target.headers` reach the target on every request (the checks' client and the load
+/// generator), and the interpolated value is printed nowhere.
+#[test]
+fn target_headers_are_sent_and_never_printed() {
+    let _t = support::timing();
+    let secret = format!("Bearer gw-{}", support::random_token());
+    let server = closing_server(
+        Style::Http11Close,
+        1000.0,
+        1000.0,
+        None,
+        2_000,
+        std::time::Duration::from_secs(60),
+        Some(&secret),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("gw.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nname: gateway\ntarget:\n  url: http://127.0.0.1:{}\n  headers:\n    \
+             Authorization: ${{env:GW_TOKEN}}\nchecks:\n  - id: ok\n    kind: http\n    \
+             request: GET /ok\n    expect: {{ status: 200 }}\n  - id: slo\n    kind: load_slo\n    \
+             request: GET /ok\n    rate: 50/s\n    duration: 1s\n    connections: 2\n    \
+             thresholds: [\"errors < 1%\"]\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let run = check_json(&[p], &[("GW_TOKEN", &secret)]);
+    assert_eq!(run.json["verdict"], "GO", "{:#}", run.json["results"]);
+    let json = run.json.to_string();
+    assert!(!json.contains(&secret[7..]), "the token leaked: {json}");
+    // Every other format too.
+    for format in ["human", "markdown", "junit", "html"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+            .current_dir(root())
+            .args(["check", p, "--no-progress", "--format", format])
+            .env("GW_TOKEN", &secret)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains(&secret[7..]), "{format}: the token leaked");
+        assert_eq!(out.status.code(), Some(0), "{format}: {text}");
+    }
+    // Without the header, the gateway answers 401: the checks FAIL.
+    let run = check_json(&[p], &[("GW_TOKEN", "Bearer wrong")]);
+    assert_eq!(run.result("ok")["status"], "FAIL");
 }
