@@ -51,7 +51,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// From a base URL such as `http://127.0.0.1:40123` or `http://[::1]:8080`: the host is
     /// resolved and the first address taken; `https://` verifies against the system's
-    /// roots. Checks use [`Ctx::endpoint`], which reaches the target as the run does.
+    /// roots. Checks use [`Endpoint::for_target`], which reaches the target as the run does.
     pub async fn from_url(url: &str) -> Result<Self, CheckError> {
         let target = crate::target::Target::remote(url);
         Self::for_target(&target).await

@@ -542,3 +542,272 @@ fn target_headers_are_sent_and_never_printed() {
     let run = check_json(&[p], &[("GW_TOKEN", "Bearer wrong")]);
     assert_eq!(run.result("ok")["status"], "FAIL");
 }
+
+// ---------------------------------------------------------------------------------------
+// Another host: the core service in a network namespace (issue 17 "Must show").
+//
+// The rig uses only TEST-NET-2 and a ULA prefix, inside a namespace it creates: the host end
+// of a veth pair has 198.51.100.1/24 (aliases .11–.13) and fd00:7::1/64 (aliases ::11–::13),
+// the namespace end 198.51.100.2/24 and fd00:7::2/64. Everything is removed on drop.
+
+/// Serializes the namespace tests: they use the same addresses.
+static NETNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub struct Netns {
+    pub name: String,
+    host_if: String,
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("`ip` not runnable ({e}); install iproute2"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip {}`: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl Netns {
+    /// Creates the rig, or says why this machine does not allow it.
+    pub fn create() -> Result<Netns, String> {
+        let tag = format!("{}", std::process::id() % 100_000);
+        let name = format!("pfreach{tag}");
+        let host_if = format!("pfh{tag}");
+        let ns_if = format!("pfn{tag}");
+        // A rig left by a killed run of this test (same interface prefix) holds the
+        // addresses: remove it first. Only interfaces this test names are touched.
+        if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(old) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
+                    if old.starts_with("pfh") && old[3..].chars().all(|c| c.is_ascii_digit()) {
+                        let _ = ip(&["link", "del", old]);
+                        let _ = ip(&["netns", "del", &format!("pfreach{}", &old[3..])]);
+                    }
+                }
+            }
+        }
+        ip(&["netns", "add", &name])?;
+        let ns = Netns {
+            name: name.clone(),
+            host_if: host_if.clone(),
+        };
+        ip(&[
+            "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+        ])?;
+        ip(&["link", "set", &ns_if, "netns", &name])?;
+        for a in [
+            "198.51.100.1/24",
+            "198.51.100.11/24",
+            "198.51.100.12/24",
+            "198.51.100.13/24",
+        ] {
+            ip(&["addr", "add", a, "dev", &host_if])?;
+        }
+        for a in [
+            "fd00:7::1/64",
+            "fd00:7::11/64",
+            "fd00:7::12/64",
+            "fd00:7::13/64",
+        ] {
+            ip(&["-6", "addr", "add", a, "dev", &host_if, "nodad"])?;
+        }
+        ip(&["link", "set", &host_if, "up"])?;
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &name, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        exec(&["addr", "add", "198.51.100.2/24", "dev", &ns_if])?;
+        exec(&["-6", "addr", "add", "fd00:7::2/64", "dev", &ns_if, "nodad"])?;
+        exec(&["link", "set", &ns_if, "up"])?;
+        exec(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// `preflight serve` inside the namespace on `listen`.
+    pub fn serve(&self, listen: &str, dir: &Path, token: &str) -> Served {
+        serve_on(&["ip", "netns", "exec", &self.name], listen, dir, token)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// The `rate_limit` result of a run of the default policy's `per-ip-rate-limit` alone.
+fn rate_limit_only(url: &str, token: &str, sources: &[&str]) -> Value {
+    let mut args = vec![
+        "policies/production-hardening.yaml",
+        "--target",
+        url,
+        "--admin-token",
+        token,
+        "--only",
+        "ready,per-ip-rate-limit",
+    ];
+    for s in sources {
+        args.extend(["--source-address", s]);
+    }
+    let run = check_json(&args, &[]);
+    run.result("per-ip-rate-limit").clone()
+}
+
+fn neighbour_observation(r: &Value) -> Option<&Value> {
+    r["observations"]
+        .as_array()?
+        .iter()
+        .find(|o| o["what"].as_str().unwrap_or("").contains("another client"))
+}
+
+/// Everything the rig must show for one address family: `smoke.yaml` GO, the default policy
+/// with URL and admin token as against a loopback remote target, and `rate_limit` with one
+/// and with two declared client addresses.
+fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run) {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = match Netns::create() {
+        Ok(ns) => ns,
+        Err(why) => {
+            not_run_here(&format!(
+                "network namespaces are not available ({why}); run as root with iproute2"
+            ));
+            return;
+        }
+    };
+    let token = support::random_token();
+    let svc = ns.serve(listen, &dir.path().join("data"), &token);
+    let url = format!("http://{url_host}:{}", port_of(&svc.url));
+
+    let smoke = check_json(&["policies/smoke.yaml", "--target", &url], &[]);
+    assert_eq!(
+        smoke.json["verdict"],
+        "GO",
+        "smoke on {url}: {:?}\n{:#}",
+        smoke.statuses(),
+        smoke.json["results"]
+    );
+
+    // One declared address: the rate limit itself is proven; the neighbour part cannot be.
+    let r = rate_limit_only(&url, &token, &[one]);
+    let failing: Vec<&Value> = r["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["ok"] == false)
+        .collect();
+    assert!(
+        failing
+            .iter()
+            .all(|o| o["what"].as_str().unwrap_or("").contains("another client")),
+        "with one address only the neighbour part may be unproven: {r:#}"
+    );
+    assert!(r["status"] == "PASS" || r["status"] == "FAIL", "{r:#}");
+    let first = r["observations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["what"] == "accepted in the first burst")
+        .unwrap_or_else(|| panic!("no first burst: {r:#}"));
+    assert_eq!(first["ok"], true, "{r:#}");
+    // Two: the neighbour is proven from the second.
+    let r = rate_limit_only(&url, &token, &[one, two]);
+    assert_eq!(r["status"], "PASS", "{r:#}");
+    let n = neighbour_observation(&r).expect("a neighbour observation");
+    let what = n["what"].as_str().unwrap();
+    assert!(
+        n["ok"] == true
+            && (what.contains(&format!("({one})")) || what.contains(&format!("({two})"))),
+        "the neighbour is the other declared address: {n:#}"
+    );
+
+    // The default policy with URL and admin token: the loopback remote target's verdicts.
+    let mut args = vec![
+        "policies/production-hardening.yaml",
+        "--target",
+        &url,
+        "--admin-token",
+        &token,
+    ];
+    let declared = [one, two];
+    for s in &declared {
+        args.extend(["--source-address", s]);
+    }
+    let run = check_json(&args, &[]);
+    let (mut got, mut want) = (run.statuses(), baseline.statuses());
+    // With two addresses for fifteen checks, the checks share the service's per-client
+    // buckets, which the loopback run (a block of addresses per check) does not. The checks
+    // that measure through those buckets must wait for them to refill (issue 15, the
+    // judges' side, not yet done): until then they are only required not to ERROR here.
+    for id in SHARED_BUCKET_CHECKS {
+        let status = got.remove(*id).unwrap_or_default();
+        assert_ne!(status, "ERROR", "{id} on {url}: {:#}", run.result(id));
+        want.remove(*id);
+    }
+    assert_eq!(got, want, "{url} vs loopback:\n{:#}", run.json["results"]);
+    drop(svc);
+}
+
+/// Checks of the default policy whose verdict depends on fresh per-client rate-limit buckets
+/// — and `detectors-leak-free`, whose RSS measurement FAILed the *loopback baseline* once
+/// on this loaded 2-core machine (a false FAIL of `memory_growth` under noise, issue 15 #7),
+/// so it cannot serve as the reference here.
+const SHARED_BUCKET_CHECKS: &[&str] = &[
+    "per-ip-rate-limit",
+    "load-shedding",
+    "feed-breaker",
+    "detectors-leak-free",
+];
+
+/// The default policy against a loopback remote target, with URL and admin token.
+fn loopback_baseline() -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let token = support::random_token();
+    let svc = serve_on(&[], "127.0.0.1:0", dir.path(), &token);
+    check_json(
+        &[
+            "policies/production-hardening.yaml",
+            "--target",
+            &svc.url,
+            "--admin-token",
+            &token,
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn another_host_over_ipv4() {
+    let _n = NETNS.lock().unwrap_or_else(|p| p.into_inner());
+    let _t = support::timing();
+    let baseline = loopback_baseline();
+    prove_rig(
+        "198.51.100.2:0",
+        "198.51.100.2",
+        "198.51.100.11",
+        "198.51.100.12",
+        &baseline,
+    );
+}
+
+#[test]
+fn another_host_over_ipv6() {
+    let _n = NETNS.lock().unwrap_or_else(|p| p.into_inner());
+    let _t = support::timing();
+    let baseline = loopback_baseline();
+    prove_rig(
+        "[fd00:7::2]:0",
+        "[fd00:7::2]",
+        "fd00:7::11",
+        "fd00:7::12",
+        &baseline,
+    );
+}
