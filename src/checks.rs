@@ -58,7 +58,7 @@ pub struct Kind {
     pub codes: &'static [Code],
 }
 
-/// A check kind's spec, implemented in the kind's own file: with one line in [`registry!`]
+/// A check kind's spec, implemented in the kind's own file: with one line in `registry!`
 /// that is all a new kind needs. No method has a default, so the compiler asks for each.
 pub trait KindSpec:
     Sized + Serialize + serde::de::DeserializeOwned + JsonSchema + Clone + std::fmt::Debug

@@ -15,6 +15,7 @@ use crate::outcome::{Capability, CheckError};
 use crate::secret::Secret;
 
 pub mod spawn;
+pub mod tls;
 
 /// The host and port of a base URL: IPv6 literals without brackets, the scheme's default
 /// port when none is given.
@@ -69,6 +70,8 @@ pub struct Reach {
     pub address: Option<SocketAddr>,
     /// Headers sent on every request (`target.headers`); values never printed.
     pub headers: Vec<(String, Secret)>,
+    /// TLS of an `https://` target.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Target {

@@ -134,7 +134,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
 }
 
 async fn flood(spec: &Spec, ctx: &Ctx, out: &mut Outcome) -> Result<(), CheckError> {
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, None)?;
     let n = spec.concurrency() as usize;
     // Spread over many client addresses so a per-IP limiter does not answer instead.

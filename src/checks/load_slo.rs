@@ -409,7 +409,7 @@ impl Tallied {
 
 /// Runs the load.
 pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, spec.body.as_ref())?;
     let sources: Vec<std::net::IpAddr> = std::iter::once(ctx.source)
         .chain(ctx.extra_sources.iter().copied())

@@ -699,7 +699,7 @@ async fn burst_with_neighbours(
 /// Talks to the target: the first burst (again after a refill wait when the bucket was not
 /// full), other clients during it, the second burst after the wait, the idle gauge.
 pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
-    let ep = Endpoint::from_url(&ctx.target.url).await?;
+    let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, None)?;
     let refill = spec.refill.per_second();
     let burst = spec.burst as f64;

@@ -284,6 +284,16 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
         t.log_dir = spec.log_dir;
         t.sqlite = spec.sqlite;
         t.reach.headers = spec.headers.into_iter().collect();
+        if url.starts_with("https://") {
+            let tls = spec.tls.unwrap_or_default();
+            let opts = crate::target::tls::TlsOptions {
+                ca: tls.ca,
+                client_cert: tls.client_cert,
+                client_key: tls.client_key,
+                insecure_skip_verify: tls.insecure_skip_verify,
+            };
+            t.reach.tls = Some(crate::target::tls::Tls::new(&opts).map_err(CheckFailure::Usage)?);
+        }
         return Ok(TargetPlan::Remote(t));
     }
     let config = opts
@@ -351,10 +361,18 @@ pub async fn wait_ready(url: &str, within: Duration) -> Result<(), CheckError> {
 }
 
 fn target_info(t: &Target, config: Option<&Path>, sources: &SourcePlan) -> TargetInfo {
+    let mut warnings = Vec::new();
+    if t.reach.tls.as_ref().is_some_and(|t| t.insecure) {
+        warnings.push(
+            "TLS certificate verification is OFF (`target.tls.insecure_skip_verify`): this run \
+             cannot tell the real service from anyone answering at its address"
+                .to_string(),
+        );
+    }
     TargetInfo {
         address: t.reach.address.map(|a| a.to_string()),
         sources: Some(sources.describe()),
-        warnings: vec![],
+        warnings,
         url: t.url.clone(),
         spawned: t.is_spawned(),
         config: config.map(|c| c.display().to_string()),

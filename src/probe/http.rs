@@ -194,6 +194,14 @@ pub fn client_builder(
         }
     }
     b = b.default_headers(default_headers(target)?);
+    if let Some(tls) = &target.reach.tls {
+        b = b.use_preconfigured_tls((*tls.config).clone());
+    } else if target.url.starts_with("https://") {
+        return Err(CheckError::Local(format!(
+            "{}: an https target needs its TLS settings resolved first",
+            target.url
+        )));
+    }
     Ok(b)
 }
 
@@ -232,6 +240,12 @@ fn transport_error(
             "{url}: no answer within {:.1} s ({why})",
             timeout.as_secs_f64()
         ))
+    } else if let Some(t) = crate::target::tls::find_rustls_error(&e) {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        CheckError::Target(format!("{url}: {}", crate::target::tls::explain(t, &host)))
     } else if e.is_connect() {
         CheckError::Target(format!("{url}: cannot connect ({})", root_cause(&e)))
     } else {

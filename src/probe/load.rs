@@ -1,7 +1,8 @@
 //! The paced open-loop load generator and the simultaneous burst.
 //!
-//! Both speak HTTP/1.1 through hyper's connection API over loopback connections bound to
-//! the check's own source addresses, one task per connection, no pool in the way.
+//! Both speak HTTP/1.1 (over TLS for an `https://` target) through hyper's connection API,
+//! over connections bound to the check's own source addresses, one task per connection, no
+//! pool in the way. A connection the server closes is replaced (see `Conn`).
 //!
 //! [`run`] sends at a fixed rate (or as fast as the connections allow when no rate is given).
 //! Request `i` is *intended* at `start + i / rate`; its latency is measured from that
@@ -27,51 +28,102 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpSocket;
 use tokio::time::Instant;
 
 use crate::outcome::CheckError;
 use crate::target::Budget;
 
-/// Where requests go: the target's socket address and its `Host`.
+/// Where requests go: the target's socket address, its `Host`, TLS and headers.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub host: String,
     /// Path prefix of the base URL (usually empty).
     pub prefix: String,
+    /// TLS for an `https://` target: the configuration and the server name (SNI).
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// Headers on every request (`target.headers`), marked sensitive.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Endpoint {
-    /// From a base URL such as `http://127.0.0.1:40123` (plain HTTP only).
+    /// From a base URL such as `http://127.0.0.1:40123` or `http://[::1]:8080`: the host is
+    /// resolved and the first address taken; `https://` verifies against the system's
+    /// roots. Checks use [`Endpoint::for_target`], which reaches the target as the run does.
     pub async fn from_url(url: &str) -> Result<Self, CheckError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            CheckError::NotApplicable(format!(
-                "the load generator speaks plain HTTP only; the target is {url}"
-            ))
-        })?;
-        let (authority, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
+        let target = crate::target::Target::remote(url);
+        Self::for_target(&target).await
+    }
+
+    /// How the run reaches `target`: its checked address (resolved now when the run did
+    /// not), its TLS settings and its headers.
+    pub async fn for_target(target: &crate::target::Target) -> Result<Self, CheckError> {
+        let url = &target.url;
+        let parsed = reqwest::Url::parse(url)
+            .map_err(|e| CheckError::Local(format!("target `{url}` is not a URL: {e}")))?;
+        let https = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(CheckError::NotApplicable(format!(
+                    "the load generator speaks http and https; the target is {other}: {url}"
+                )));
+            }
         };
-        let with_port = if authority.rsplit(':').next().is_some_and(|p| {
-            !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()) && authority.contains(':')
-        }) && !authority.ends_with(']')
-        {
-            authority.to_string()
+        let (host, port) = target.host_port()?;
+        let addr = match target.reach.address {
+            Some(a) => a,
+            None => tokio::net::lookup_host((host.as_str(), port))
+                .await
+                .map_err(|e| CheckError::Target(format!("resolving {host}: {e}")))?
+                .next()
+                .ok_or_else(|| CheckError::Target(format!("{host} has no address")))?,
+        };
+        let authority = match parsed.port() {
+            Some(p) => format!("{}:{p}", parsed.host_str().unwrap_or(&host)),
+            None => parsed.host_str().unwrap_or(&host).to_string(),
+        };
+        let tls = if https {
+            let tls = match &target.reach.tls {
+                Some(t) => t.clone(),
+                None => {
+                    crate::target::tls::Tls::new(&Default::default()).map_err(CheckError::Local)?
+                }
+            };
+            let name = crate::target::tls::Tls::server_name(&host).map_err(CheckError::Local)?;
+            Some((tls.config, name))
         } else {
-            format!("{authority}:80")
+            None
         };
-        let addr = tokio::net::lookup_host(&with_port)
-            .await
-            .map_err(|e| CheckError::Target(format!("resolving {authority}: {e}")))?
-            .find(|a| a.is_ipv4())
-            .ok_or_else(|| CheckError::Target(format!("{authority} has no IPv4 address")))?;
+        let mut headers = Vec::new();
+        for (name, value) in &target.reach.headers {
+            let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                CheckError::Local(format!("`target.headers`: `{name}` is not a header name"))
+            })?;
+            let mut v = HeaderValue::from_str(value.expose()).map_err(|_| {
+                CheckError::Local(format!(
+                    "`target.headers.{name}`: the value is not a valid header value"
+                ))
+            })?;
+            v.set_sensitive(true);
+            headers.push((n, v));
+        }
         Ok(Endpoint {
             addr,
-            host: authority.to_string(),
-            prefix: prefix.to_string(),
+            host: authority,
+            prefix: parsed.path().trim_end_matches('/').to_string(),
+            tls,
+            headers,
         })
+    }
+}
+
+impl crate::target::Ctx {
+    /// Where this check's load goes: the target as the run reaches it.
+    pub async fn endpoint(&self) -> Result<Endpoint, CheckError> {
+        Endpoint::for_target(&self.target).await
     }
 }
 
@@ -113,6 +165,9 @@ impl Request {
             .method(self.method.clone())
             .uri(format!("{}{}", ep.prefix, self.path))
             .header(hyper::header::HOST, ep.host.as_str());
+        for (k, v) in &ep.headers {
+            b = b.header(k, v);
+        }
         for (k, v) in &self.headers {
             b = b.header(k, v);
         }
@@ -121,7 +176,7 @@ impl Request {
     }
 }
 
-/// Opens one HTTP/1.1 connection from `source`.
+/// Opens one HTTP/1.1 connection from `source` (the unspecified address: no bind).
 async fn connect(ep: &Endpoint, source: IpAddr) -> Result<SendRequest<Full<Bytes>>, String> {
     let sock = if ep.addr.is_ipv4() {
         TcpSocket::new_v4()
@@ -139,6 +194,26 @@ async fn connect(ep: &Endpoint, source: IpAddr) -> Result<SendRequest<Full<Bytes
         .await
         .map_err(|e| format!("connecting to {} from {source}: {e}", ep.addr))?;
     let _ = stream.set_nodelay(true);
+    match &ep.tls {
+        None => handshake(stream).await,
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), stream)
+                .await
+                .map_err(|e| match crate::target::tls::find_rustls_error(&e) {
+                    Some(t) => crate::target::tls::explain(t, &ep.host),
+                    None => format!("TLS handshake with {}: {e}", ep.addr),
+                })?;
+            handshake(tls).await
+        }
+    }
+}
+
+/// The HTTP/1.1 handshake over an open stream; the connection is driven by its own task.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("handshake: {e}"))?;
@@ -148,32 +223,120 @@ async fn connect(ep: &Endpoint, source: IpAddr) -> Result<SendRequest<Full<Bytes
     Ok(sender)
 }
 
+/// One client connection that is replaced when the server closes it.
+///
+/// A server may close after any answer (`Connection: close`, HTTP/1.0, an idle timeout). A
+/// request is never written to a connection known to be closed: it goes on a fresh one. A
+/// request that never left (hyper hands it back unsent), or that a *reused* connection
+/// dropped before any answer (the server closed it as the request went out), is sent once
+/// more on a fresh connection. Only what fails after that, or on a fresh connection, is a
+/// failure of the target.
+struct Conn {
+    sender: Option<SendRequest<Full<Bytes>>>,
+    source: IpAddr,
+    /// The connection has answered a request (a drop before an answer may be the
+    /// keep-alive race, not the target failing).
+    reused: bool,
+}
+
+impl Conn {
+    async fn open(ep: &Endpoint, source: IpAddr) -> Result<Self, String> {
+        Ok(Conn {
+            sender: Some(connect(ep, source).await?),
+            source,
+            reused: false,
+        })
+    }
+
+    /// A ready sender: the current one when it is still open, else a fresh connection.
+    async fn ready(&mut self, ep: &Endpoint) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+        let open = match &mut self.sender {
+            Some(s) if !s.is_closed() => s.ready().await.is_ok(),
+            _ => false,
+        };
+        if !open {
+            self.sender = None;
+            self.reused = false;
+            self.sender = Some(connect(ep, self.source).await?);
+        }
+        Ok(self.sender.as_mut().expect("a sender was just set"))
+    }
+
+    /// Sends `req` and reads the whole answer (headers and body kept when `keep_body`).
+    async fn exchange(
+        &mut self,
+        ep: &Endpoint,
+        req: &Request,
+        keep_body: bool,
+    ) -> Result<Answer, String> {
+        let mut retried = false;
+        let mut msg = req.build(ep).map_err(|e| e.to_string())?;
+        let resp = loop {
+            let reused = self.reused;
+            let sender = self.ready(ep).await?;
+            match sender.try_send_request(msg).await {
+                Ok(r) => break r,
+                Err(mut e) => {
+                    let unsent = e.take_message();
+                    let raced = reused && e.error().is_incomplete_message();
+                    self.sender = None;
+                    if retried || !(unsent.is_some() || raced) {
+                        return Err(e.into_error().to_string());
+                    }
+                    retried = true;
+                    msg = match unsent {
+                        Some(m) => m,
+                        None => req.build(ep).map_err(|e| e.to_string())?,
+                    };
+                }
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        // The server says it closes after this answer: do not offer it another request.
+        if closes_after(&parts) {
+            self.sender = None;
+        }
+        let bytes = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                self.sender = None;
+                return Err(e.to_string());
+            }
+        };
+        self.reused = true;
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            headers: if keep_body {
+                parts.headers
+            } else {
+                HeaderMap::new()
+            },
+            body: if keep_body { bytes } else { Bytes::new() },
+        })
+    }
+}
+
+/// Whether the server closes the connection after this response: `Connection: close`, or
+/// HTTP/1.0 without `Connection: keep-alive`.
+fn closes_after(parts: &hyper::http::response::Parts) -> bool {
+    let has = |token: &str| {
+        parts
+            .headers
+            .get_all(hyper::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    has("close") || (parts.version == hyper::Version::HTTP_10 && !has("keep-alive"))
+}
+
 /// One answered (or failed) request.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
     pub headers: HeaderMap,
     pub body: Bytes,
-}
-
-async fn exchange(
-    sender: &mut SendRequest<Full<Bytes>>,
-    req: hyper::Request<Full<Bytes>>,
-    keep_body: bool,
-) -> Result<Answer, String> {
-    sender.ready().await.map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let (parts, body) = resp.into_parts();
-    let bytes = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Answer {
-        status: parts.status.as_u16(),
-        headers: if keep_body {
-            parts.headers
-        } else {
-            HeaderMap::new()
-        },
-        body: if keep_body { bytes } else { Bytes::new() },
-    })
 }
 
 /// A paced load.
@@ -256,25 +419,20 @@ pub async fn run(
     let mut senders = Vec::with_capacity(cfg.connections);
     for c in 0..cfg.connections {
         let src = cfg.sources[c % cfg.sources.len()];
-        senders.push(
-            connect(ep, src)
-                .await
-                .map_err(|e| CheckError::Target(e.to_string()))?,
-        );
+        senders.push(Conn::open(ep, src).await.map_err(CheckError::Target)?);
     }
     let next = Arc::new(AtomicU64::new(0));
     let missed = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(5);
     let end = start + cfg.duration;
     let mut tasks = tokio::task::JoinSet::new();
-    for (c, mut sender) in senders.into_iter().enumerate() {
+    for mut conn in senders {
         let ep = ep.clone();
         let req = req.clone();
         let cfg = cfg.clone();
         let next = next.clone();
         let missed = missed.clone();
         let budget = budget.cloned();
-        let src = cfg.sources[c % cfg.sources.len()];
         tasks.spawn(async move {
             let mut hist = new_histogram();
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
@@ -310,15 +468,9 @@ pub async fn run(
                     }
                 }
                 sent += 1;
-                let http_req = match req.build(&ep) {
-                    Ok(r) => r,
-                    Err(e) => return Err(e),
-                };
-                let res = tokio::time::timeout(
-                    cfg.request_timeout,
-                    exchange(&mut sender, http_req, false),
-                )
-                .await;
+                let res =
+                    tokio::time::timeout(cfg.request_timeout, conn.exchange(&ep, &req, false))
+                        .await;
                 let done = Instant::now();
                 last_done = last_done.max(done);
                 let bin = ((done.saturating_duration_since(start)).as_millis() / BIN.as_millis())
@@ -347,14 +499,8 @@ pub async fn run(
                                 _ => format!("no answer within {:?}", cfg.request_timeout),
                             });
                         }
-                        // The connection may be dead: open a new one.
-                        match connect(&ep, src).await {
-                            Ok(s) => sender = s,
-                            Err(e) => {
-                                first_error.get_or_insert(e);
-                                break;
-                            }
-                        }
+                        // The connection may be dead: the next request opens a new one.
+                        conn.sender = None;
                     }
                 }
             }
@@ -460,18 +606,18 @@ pub async fn burst(
     let mut opening = tokio::task::JoinSet::new();
     for (i, &src) in conns.iter().enumerate() {
         let ep = ep.clone();
-        opening.spawn(async move { (i, src, connect(&ep, src).await) });
+        opening.spawn(async move { (i, Conn::open(&ep, src).await) });
     }
-    let mut senders: Vec<Option<(IpAddr, SendRequest<Full<Bytes>>)>> =
-        (0..conns.len()).map(|_| None).collect();
+    let mut senders: Vec<Option<Conn>> = (0..conns.len()).map(|_| None).collect();
     while let Some(j) = opening.join_next().await {
-        let (i, src, s) = j.map_err(|e| CheckError::Local(format!("connect task: {e}")))?;
-        senders[i] = Some((src, s.map_err(CheckError::Target)?));
+        let (i, c) = j.map_err(|e| CheckError::Local(format!("connect task: {e}")))?;
+        senders[i] = Some(c.map_err(CheckError::Target)?);
     }
     let next = Arc::new(AtomicU64::new(0));
     let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
     let mut tasks = tokio::task::JoinSet::new();
-    for (src, mut sender) in senders.into_iter().flatten() {
+    for mut conn in senders.into_iter().flatten() {
+        let src = conn.source;
         let mut go = go_rx.clone();
         let next = next.clone();
         let req = req.clone();
@@ -490,8 +636,7 @@ pub async fn burst(
             while (next.fetch_add(1, Ordering::Relaxed) as usize) < total {
                 let sent = Instant::now();
                 let answer = if alive {
-                    let r = req.build(&ep)?;
-                    match tokio::time::timeout(timeout, exchange(&mut sender, r, true)).await {
+                    match tokio::time::timeout(timeout, conn.exchange(&ep, &req, true)).await {
                         Ok(a) => a,
                         Err(_) => Err(format!("no answer within {timeout:?}")),
                     }
@@ -499,9 +644,11 @@ pub async fn burst(
                     Err("connection closed by the target".to_string())
                 };
                 if answer.is_err() {
-                    // A closed connection (some limiters close on rejection): reopen once.
-                    match connect(&ep, src).await {
-                        Ok(s) => sender = s,
+                    // A failed connection (some limiters close on rejection): reopen once;
+                    // when even that fails, the rest of this connection's share fails.
+                    conn.sender = None;
+                    match conn.ready(&ep).await {
+                        Ok(_) => {}
                         Err(_) => alive = false,
                     }
                 }

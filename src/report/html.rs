@@ -354,6 +354,13 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             .split_once(": ")
             .map_or("", |(_, l)| l)),
     );
+    for w in &report.target.warnings {
+        let _ = write!(
+            h,
+            "<p class=\"warning\"><strong>Warning:</strong> {}</p>",
+            esc(w)
+        );
+    }
     // What did not pass, first, so a reader of a NO-GO sees why without scrolling. The
     // results below stay in policy order.
     let attention: Vec<_> = report

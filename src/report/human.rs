@@ -60,6 +60,9 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
             report.target.capabilities.join(", ")
         }
     )?;
+    for w in &report.target.warnings {
+        writeln!(out, "{} {w}", p.bold("warning:"))?;
+    }
     writeln!(out)?;
 
     let rows: Vec<[String; 6]> = report

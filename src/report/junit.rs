@@ -36,7 +36,15 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         ("verdict_reason", report.verdict_reason.clone()),
         ("target", report.target.url.clone()),
         ("tool", report.tool.clone()),
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        report
+            .target
+            .warnings
+            .iter()
+            .map(|w| ("warning", w.clone())),
+    ) {
         let _ = writeln!(x, "      <property name=\"{k}\" value=\"{}\"/>", esc(&v));
     }
     for w in &report.waivers {

@@ -52,6 +52,9 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         },
         fmt_ms(report.duration_ms)
     )?;
+    for w in &report.target.warnings {
+        writeln!(out, "> **Warning:** {}\n", cell(w))?;
+    }
     writeln!(out, "| | Check | Kind | Severity | Result | Summary |")?;
     writeln!(out, "|---|---|---|---|---|---|")?;
     for r in &report.results {

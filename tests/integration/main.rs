@@ -19,3 +19,4 @@ mod reach;
 mod remote;
 mod service;
 mod support;
+mod tls;
