@@ -109,11 +109,12 @@ pub(super) fn validate_schema(value: &Value, locs: &HashMap<String, Loc>, out: &
     };
     use jsonschema::error::ValidationErrorKind as K;
     for err in v.iter_errors(value) {
-        let ptr = err.instance_path.as_str().to_string();
-        let schema_path = err.schema_path.as_str().to_string();
+        let ptr = err.instance_path().as_str().to_string();
+        // The evaluation path, through each `$ref`: `schema_node` follows them to the node.
+        let schema_path = err.evaluation_path().as_str().to_string();
         let (node, def) = schema_node(&schema_path);
-        let instance: &Value = &err.instance;
-        match &err.kind {
+        let instance: &Value = err.instance();
+        match err.kind() {
             K::AdditionalProperties { unexpected } | K::UnevaluatedProperties { unexpected } => {
                 let known: Vec<String> = node
                     .and_then(|n| n.get("properties"))
@@ -281,7 +282,7 @@ pub(super) fn validate_schema(value: &Value, locs: &HashMap<String, Loc>, out: &
                     show(instance, &ptr, locs)
                 ),
             )),
-            K::AnyOf | K::OneOfNotValid => {
+            K::AnyOf { .. } | K::OneOfNotValid { .. } => {
                 let about = node
                     .and_then(|n| n.get("description"))
                     .and_then(Value::as_str)
@@ -340,24 +341,10 @@ pub(super) fn did_you_mean<'a>(given: &str, candidates: &'a [String]) -> Option<
     let limit = (given.chars().count() / 3).max(1);
     candidates
         .iter()
-        .map(|c| (levenshtein(given, c), c))
+        .map(|c| (strsim::levenshtein(given, c), c))
         .filter(|(d, _)| *d <= limit.max(2) && *d > 0)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c.as_str())
-}
-
-pub(super) fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 #[cfg(test)]
 mod tests {
