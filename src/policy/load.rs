@@ -30,6 +30,7 @@ use crate::checks::Code;
 use crate::policy::codes;
 use crate::policy::diag::{Diagnostic, Level};
 use crate::policy::model::{Check, Policy};
+use crate::secret::Secret;
 use crate::yaml::Pos;
 
 use merge::{Layer, assemble, locate};
@@ -45,6 +46,9 @@ pub struct Loaded {
     pub files: Vec<PathBuf>,
     /// Warnings (a loaded policy has no errors).
     pub warnings: Vec<Diagnostic>,
+    /// Every value interpolated from the environment, and the policy's admin token: what a
+    /// report must never show (the engine redacts them, see [`crate::secret::Redactor`]).
+    pub secrets: Vec<Secret>,
 }
 
 /// Looks up an environment variable.
@@ -151,6 +155,8 @@ struct Loader<'o> {
     stack: Vec<PathBuf>,
     /// Canonical paths already loaded: a file included twice is merged once.
     seen: HashSet<PathBuf>,
+    /// Every value taken from the environment.
+    secrets: Vec<Secret>,
 }
 
 impl<'o> Loader<'o> {
@@ -161,6 +167,7 @@ impl<'o> Loader<'o> {
             files: Vec::new(),
             stack: Vec::new(),
             seen: HashSet::new(),
+            secrets: Vec::new(),
         }
     }
 
@@ -218,6 +225,9 @@ impl<'o> Loader<'o> {
         }
 
         semantic::semantic(&value, &raw_checks, &typed, self.opts.today, &mut pending);
+        // A string naming an unset variable has one diagnostic, `policy/missing-env`: its
+        // text is not the value it would have had, so nothing else judges it.
+        pending.retain(|p| !locs.get(&p.pointer).is_some_and(|l| l.unset_env));
 
         for p in pending {
             let loc = locate(&locs, &p.pointer, p.at_key);
@@ -242,10 +252,15 @@ impl<'o> Loader<'o> {
             return Err(diags);
         };
         policy.checks = typed.into_iter().flatten().collect();
+        let mut secrets = self.secrets;
+        if let Some(t) = policy.target.as_ref().and_then(|t| t.admin_token.clone()) {
+            secrets.push(t);
+        }
         Ok(Loaded {
             policy,
             files: self.files,
             warnings: diags,
+            secrets,
         })
     }
 }

@@ -13,5 +13,6 @@ mod exercise;
 mod matrix;
 mod policy;
 mod remote;
+mod secrets;
 mod service;
 mod support;

@@ -9,33 +9,40 @@ use serde_json::Value;
 use super::Loader;
 use crate::policy::codes;
 use crate::policy::diag::{Diagnostic, Level};
+use crate::secret::Secret;
 use crate::yaml::{self, Document};
 
 impl Loader<'_> {
     /// Replaces `${env:NAME}` and `${env:NAME:-default}` in every string scalar; returns the
-    /// pointers whose value came from the environment.
-    pub(super) fn interpolate(&mut self, file: usize, doc: &mut Document) -> HashSet<String> {
+    /// pointers whose value came from the environment and those naming an unset variable.
+    /// Every value taken from the environment joins `self.secrets`.
+    pub(super) fn interpolate(&mut self, file: usize, doc: &mut Document) -> Interpolated {
         let mut touched = HashSet::new();
+        let mut unset = HashSet::new();
+        let mut values = Vec::new();
         let mut problems = Vec::new();
         walk_strings(&mut doc.value, String::new(), &mut |ptr, s| {
             if !s.contains("${") {
                 return;
             }
             match interpolate_str(s, &*self.opts.env) {
-                Ok((out, used_env)) => {
+                Ok((out, used)) => {
                     *s = out;
-                    if used_env {
+                    if !used.is_empty() {
                         touched.insert(ptr.to_string());
                     }
+                    values.extend(used);
                 }
                 Err(errs) => problems.extend(errs.into_iter().map(|e| (ptr.to_string(), e))),
             }
         });
+        self.secrets.extend(values.into_iter().map(Secret));
         for (ptr, e) in problems {
             let pos = doc.locate(&ptr);
             let path = self.files[file].clone();
             let d = match e {
                 InterpError::Missing(name) => {
+                    unset.insert(ptr.clone());
                     let mut d = Diagnostic::error(
                         codes::MISSING_ENV,
                         path,
@@ -58,8 +65,20 @@ impl Loader<'_> {
             };
             self.diags.push(d);
         }
-        touched
+        Interpolated {
+            from_env: touched,
+            unset,
+        }
     }
+}
+
+/// What interpolation did to a document, by JSON Pointer.
+pub(super) struct Interpolated {
+    /// Strings holding a value from the environment: never quoted in a message.
+    pub(super) from_env: HashSet<String>,
+    /// Strings naming an unset variable with no default: `policy/missing-env` is their one
+    /// diagnostic (their text is not a value to judge).
+    pub(super) unset: HashSet<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -87,15 +106,15 @@ pub(super) fn walk_strings(v: &mut Value, ptr: String, f: &mut dyn FnMut(&str, &
 }
 
 /// Expands `${env:NAME}`, `${env:NAME:-default}` (default when unset or empty) and `$${`
-/// (a literal `${`). Other `${…}` text is left alone. Returns the text and whether the
-/// environment was used.
+/// (a literal `${`). Other `${…}` text is left alone. Returns the text and the values taken
+/// from the environment.
 pub(super) fn interpolate_str(
     s: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(String, bool), Vec<InterpError>> {
+) -> Result<(String, Vec<String>), Vec<InterpError>> {
     let mut out = String::with_capacity(s.len());
     let mut errs = Vec::new();
-    let mut used = false;
+    let mut used = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find('$') {
         out.push_str(&rest[..i]);
@@ -128,8 +147,8 @@ pub(super) fn interpolate_str(
                     default,
                 ) {
                     (Some(v), _) => {
-                        used = true;
                         out.push_str(&v);
+                        used.push(v);
                     }
                     (None, Some(d)) => out.push_str(d),
                     (None, None) => errs.push(InterpError::Missing(name.to_string())),
@@ -182,7 +201,15 @@ mod tests {
             ok("${env:1X}").unwrap_err()[0],
             InterpError::Syntax(_)
         ));
-        assert!(interpolate_str("${env:TOKEN}", &env).unwrap().1);
-        assert!(!interpolate_str("${env:NOPE:-d}", &env).unwrap().1);
+        assert_eq!(
+            interpolate_str("${env:TOKEN}", &env).unwrap().1,
+            vec!["s3cret".to_string()]
+        );
+        assert!(
+            interpolate_str("${env:NOPE:-d}", &env)
+                .unwrap()
+                .1
+                .is_empty()
+        );
     }
 }

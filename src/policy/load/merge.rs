@@ -16,6 +16,8 @@ pub(super) struct Loc {
     pub(super) span: NodeSpan,
     /// The value came (partly) from the environment: never echo it.
     pub(super) from_env: bool,
+    /// The value names an unset variable: reported once, as `policy/missing-env`.
+    pub(super) unset_env: bool,
 }
 
 /// A subtree: its value and the positions of its nodes, relative to its own root (`""`).
@@ -116,6 +118,7 @@ pub(super) fn subtree(
                     file,
                     span: *span,
                     from_env: false,
+                    unset_env: false,
                 },
             )
         })

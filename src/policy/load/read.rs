@@ -186,6 +186,7 @@ impl Loader<'_> {
                 key: None,
             },
             from_env: false,
+            unset_env: false,
         };
         let virt = Layer {
             root: vec![
@@ -220,7 +221,7 @@ impl Loader<'_> {
         path: &Path,
         mut doc: Document,
     ) -> Option<Layer> {
-        let from_env = self.interpolate(file, &mut doc);
+        let interp = self.interpolate(file, &mut doc);
         if let Some(v) = doc.value.get("version") {
             if v.as_u64() != Some(1) && (v.is_number()) {
                 let pos = doc.locate("/version");
@@ -238,7 +239,8 @@ impl Loader<'_> {
         let loc_of = |p: &str, span: NodeSpan| Loc {
             file,
             span,
-            from_env: from_env.contains(p),
+            from_env: interp.from_env.contains(p),
+            unset_env: interp.unset.contains(p),
         };
         let item_at = |ptr: &str, value: Value| Item {
             value,
