@@ -377,4 +377,29 @@ mod tests {
             assert!(loaded.warnings.is_empty(), "{ok}: {:?}", loaded.warnings);
         }
     }
+
+    /// Issue 15: an unset `${env:X}` in a request line is one diagnostic, `policy/missing-env`,
+    /// at the same place for `lint` (a warning) and for a run (an error); its unexpanded text
+    /// is not judged as a request line.
+    #[test]
+    fn unset_env_is_one_diagnostic_for_lint_and_check() {
+        let src = "version: 1\nname: x\nchecks:\n  - id: a\n    kind: http\n    request: GET /x?t=${env:NOPE}\n";
+        let run = load_str(Path::new("p.yaml"), src, &opts()).unwrap_err();
+        assert_eq!(run.len(), 1, "{run:?}");
+        assert!(run[0].is_error());
+        let lint_opts = Options {
+            missing_env_warns: true,
+            ..opts()
+        };
+        let lint = load_str(Path::new("p.yaml"), src, &lint_opts).unwrap();
+        assert_eq!(lint.warnings.len(), 1, "{:?}", lint.warnings);
+        for d in [&run[0], &lint.warnings[0]] {
+            assert_eq!(d.code, codes::MISSING_ENV.as_str());
+            assert_eq!(d.pos.map(|p| p.line), Some(6));
+        }
+        // Other problems of the same check are still reported.
+        let both = src.replace("kind: http", "kind: http\n    brust: 3");
+        let d = load_str(Path::new("p.yaml"), &both, &opts()).unwrap_err();
+        assert!(d.iter().any(|d| d.code == codes::UNKNOWN_FIELD.as_str()), "{d:?}");
+    }
 }
