@@ -400,6 +400,9 @@ mod tests {
         // Other problems of the same check are still reported.
         let both = src.replace("kind: http", "kind: http\n    brust: 3");
         let d = load_str(Path::new("p.yaml"), &both, &opts()).unwrap_err();
-        assert!(d.iter().any(|d| d.code == codes::UNKNOWN_FIELD.as_str()), "{d:?}");
+        assert!(
+            d.iter().any(|d| d.code == codes::UNKNOWN_FIELD.as_str()),
+            "{d:?}"
+        );
     }
 }

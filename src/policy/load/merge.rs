@@ -171,23 +171,7 @@ pub(super) fn locate(
     pointer: &str,
     at_key: bool,
 ) -> Option<(usize, Pos)> {
-    if let Some(l) = locs.get(pointer) {
-        let pos = if at_key {
-            l.span.key.unwrap_or(l.span.value)
-        } else {
-            l.span.value
-        };
-        return Some((l.file, pos));
-    }
-    let mut p = pointer;
-    while let Some(i) = p.rfind('/') {
-        p = &p[..i];
-        if let Some(l) = locs.get(p) {
-            // A missing field is reported at its parent, at the parent's key when it has one.
-            return Some((l.file, l.span.key.unwrap_or(l.span.value)));
-        }
-    }
-    None
+    yaml::locate_merged(locs, pointer, at_key, |l| (l.file, l.span))
 }
 
 pub(super) fn is_sensitive(locs: &HashMap<String, Loc>, pointer: &str) -> bool {

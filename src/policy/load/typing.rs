@@ -11,7 +11,7 @@ use super::Pending;
 use super::merge::{Loc, is_sensitive, show};
 use crate::policy::codes;
 use crate::policy::model::Check;
-use crate::yaml;
+use crate::yaml::pointer_of;
 
 /// A typing error at `prefix` + the serde path.
 pub(super) fn value_pending(
@@ -52,22 +52,6 @@ pub(super) fn serde_pending(
         value,
         locs,
     )
-}
-
-pub(super) fn pointer_of(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push('/');
-                out.push_str(&yaml::escape_token(key));
-            }
-            Segment::Enum { .. } | Segment::Unknown => {}
-        }
-    }
-    out
 }
 
 /// The common fields of a check (everything else belongs to its kind), read from the
