@@ -280,6 +280,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         exe: std::env::current_exe()?,
         today: chrono::Local::now().date_naive(),
         progress,
+        secrets: loaded.secrets,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = match runtime.block_on(crate::engine::run::check(opts)) {

@@ -74,6 +74,69 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// Where a node of a merged document (several files layered) was written: the index of its
+/// file (in a list the caller keeps) and its span there.
+pub type Origin = (usize, NodeSpan);
+
+/// The position of `pointer` in a merged document: its own (its key when `at_key` and it has
+/// one), or else that of its nearest existing ancestor, at the ancestor's key when it has
+/// one (a missing field is reported where its parent is named). `origin` reads the file and
+/// span of an entry. Policies (with includes) and service configs (with `extends:`) share it.
+pub fn locate_merged<T>(
+    map: &HashMap<String, T>,
+    pointer: &str,
+    at_key: bool,
+    origin: impl Fn(&T) -> Origin,
+) -> Option<(usize, Pos)> {
+    if let Some((file, span)) = map.get(pointer).map(&origin) {
+        let pos = if at_key {
+            span.key.unwrap_or(span.value)
+        } else {
+            span.value
+        };
+        return Some((file, pos));
+    }
+    let mut p = pointer;
+    while let Some(i) = p.rfind('/') {
+        p = &p[..i];
+        if let Some((file, span)) = map.get(p).map(&origin) {
+            return Some((file, span.key.unwrap_or(span.value)));
+        }
+    }
+    None
+}
+
+/// Lays the positions of `doc` (file index `file`) over `map` as a deep merge lays its value
+/// over the one below: a mapping is merged key by key (it keeps the nodes below that it does
+/// not set), anything else replaces the node and all it held.
+pub fn overlay(map: &mut HashMap<String, Origin>, doc: &Document, file: usize) {
+    for (ptr, span) in &doc.spans {
+        let replaces = !doc.value.pointer(ptr).is_some_and(Value::is_object);
+        if replaces && !ptr.is_empty() {
+            let prefix = format!("{ptr}/");
+            map.retain(|p, _| !p.starts_with(&prefix));
+        }
+        map.insert(ptr.clone(), (file, *span));
+    }
+}
+
+/// The JSON Pointer of the path where serde stopped (`serde_path_to_error`).
+pub fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("/{index}")),
+            Segment::Map { key } => {
+                out.push('/');
+                out.push_str(&escape_token(key));
+            }
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
 /// Escapes one JSON Pointer reference token (RFC 6901).
 pub fn escape_token(token: &str) -> String {
     token.replace('~', "~0").replace('/', "~1")
@@ -387,6 +450,20 @@ mod tests {
         );
         // a missing node is located at its nearest ancestor
         assert_eq!(doc.locate("/b/2/missing"), doc.locate("/b/2"));
+    }
+
+    #[test]
+    fn overlay_merges_mappings_and_replaces_the_rest() {
+        let base = parse("a:\n  x: 1\n  y: [1, 2]\nb: {c: 1}\n").unwrap();
+        let over = parse("a:\n  y: 3\nb: 5\n").unwrap();
+        let mut map = HashMap::new();
+        overlay(&mut map, &base, 0);
+        overlay(&mut map, &over, 1);
+        let at = |p: &str| locate_merged(&map, p, false, |o| *o).map(|(f, pos)| (f, pos.line));
+        assert_eq!(at("/a/x"), Some((0, 2)), "kept from the base");
+        assert_eq!(at("/a/y"), Some((1, 2)), "overridden");
+        assert_eq!(at("/a/y/0"), Some((1, 2)), "the base's list is gone");
+        assert_eq!(at("/b/c"), Some((1, 3)), "a scalar replaced the mapping");
     }
 
     #[test]

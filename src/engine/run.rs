@@ -16,7 +16,7 @@ use crate::outcome::{Capability, CheckError, Outcome, Status};
 use crate::policy::model::AddressRange;
 use crate::policy::{Check, Policy, Severity, Waiver};
 use crate::report::{CheckResult, PolicyInfo, Report, TargetInfo};
-use crate::secret::Secret;
+use crate::secret::{Redactor, Secret};
 use crate::target::spawn::{SpawnRequest, Spawned};
 use crate::target::{Budget, Ctx, ProgressFn};
 use crate::target::{ProcessControl, Target};
@@ -50,6 +50,37 @@ impl Progress for NoProgress {
     fn finished(&self, _: &str, _: Status, _: &str) {}
 }
 
+/// Progress whose lines are redacted (a summary can quote a request line).
+struct Redacting(Arc<dyn Progress>, Arc<Redactor>);
+
+impl Progress for Redacting {
+    fn message(&self, msg: &str) {
+        self.0.message(&self.1.redact(msg));
+    }
+    fn started(&self, id: &str) -> ProgressFn {
+        let (sink, redactor) = (self.0.started(id), self.1.clone());
+        Arc::new(move |m| sink(&redactor.redact(m)))
+    }
+    fn finished(&self, id: &str, status: Status, summary: &str) {
+        self.0.finished(id, status, &self.1.redact(summary));
+    }
+}
+
+/// Every text of a result that can quote what was sent or received.
+fn redact_result(r: &mut CheckResult, redactor: &Redactor) {
+    if redactor.is_empty() {
+        return;
+    }
+    redactor.redact_in_place(&mut r.summary);
+    for o in &mut r.observations {
+        redactor.redact_in_place(&mut o.what);
+        redactor.redact_in_place(&mut o.expected);
+        redactor.redact_in_place(&mut o.observed);
+    }
+    r.sent.iter_mut().for_each(|s| redactor.redact_in_place(s));
+    redactor.redact_json(&mut r.evidence);
+}
+
 /// What `preflight check` was asked to do.
 pub struct CheckOptions {
     /// The loaded policy (the CLI loads it and reports its diagnostics).
@@ -73,6 +104,8 @@ pub struct CheckOptions {
     /// Today, for waiver expiry.
     pub today: NaiveDate,
     pub progress: Arc<dyn Progress>,
+    /// Values no report may show (`Loaded::secrets`: every `${env:…}` value, the admin token).
+    pub secrets: Vec<Secret>,
 }
 
 /// Why nothing ran.
@@ -136,6 +169,10 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         }
     };
 
+    // Issue 15: no interpolated value or token reaches a report or a progress line, whatever
+    // a check echoed (a request line, a header, an expected body).
+    let cli_token = opts.admin_token.clone().map(Secret);
+    let redactor = Arc::new(Redactor::new(opts.secrets.iter().chain(&cli_token)));
     let mut results = match &target {
         Ok(t) => {
             let isolated = sources.isolates(checks.len());
@@ -151,7 +188,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
                 target: t.clone(),
                 sources,
                 policy_dir,
-                progress: opts.progress.clone(),
+                progress: Arc::new(Redacting(opts.progress.clone(), redactor.clone())),
                 block_on: policy.gate.block_on.clone(),
                 waivers: policy.waivers.clone(),
                 today: opts.today,
@@ -173,6 +210,10 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
             })
             .collect(),
     };
+
+    for r in &mut results {
+        redact_result(r, &redactor);
+    }
 
     if let Ok(t) = &target {
         if let Some(ProcessControl::Spawned(s)) = &t.process {
@@ -784,6 +825,7 @@ mod tests {
             exe: PathBuf::from("preflight"),
             today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             progress: Arc::new(NoProgress),
+            secrets: vec![],
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::checks::Code;
 use crate::yaml::Pos;
 
 /// Error or warning.
@@ -31,14 +32,14 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(
-        code: &str,
+        code: Code,
         file: impl Into<PathBuf>,
         pos: Option<Pos>,
         message: impl Into<String>,
     ) -> Self {
         Diagnostic {
             level: Level::Error,
-            code: code.to_string(),
+            code: code.as_str().to_string(),
             message: message.into(),
             file: file.into(),
             pos,

@@ -230,7 +230,7 @@ mod tests {
         let mut s = Sources::new();
         s.insert("p.yaml", "a: 1\n    burts: 100\n");
         let d = Diagnostic::error(
-            "policy/unknown-field",
+            crate::policy::codes::UNKNOWN_FIELD,
             "p.yaml",
             Some(Pos {
                 line: 2,

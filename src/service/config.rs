@@ -2,6 +2,7 @@
 //! default, unknown fields rejected, and every bad value reported as `file:line:col: field:
 //! message`. Loading is pure apart from reading the file.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::units::{Dur, Percent, Size};
+use crate::yaml::{self, Pos};
 
 /// The whole configuration. Every field is documented in `docs/configuration.md`.
 #[derive(Debug, Clone, Deserialize)]
@@ -266,7 +268,30 @@ impl Default for SeedConfig {
     }
 }
 
-/// A configuration problem located in the file.
+/// One problem in a config, located where the value was written (in the file of an
+/// `extends:` chain that wrote it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    /// The dotted field (`rate_limit.burst`); empty for the file as a whole.
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sep = if self.field.is_empty() { "" } else { ": " };
+        write!(
+            f,
+            "{}:{}:{}: {}{sep}{}",
+            self.file, self.line, self.col, self.field, self.message
+        )
+    }
+}
+
+/// Why a config did not load.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: {source}")]
@@ -274,15 +299,28 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}:{line}:{col}: {field}{sep}{message}", sep = if field.is_empty() { "" } else { ": " })]
-    Invalid {
-        file: String,
-        line: usize,
-        col: usize,
-        field: String,
-        message: String,
-    },
+    /// Every problem found, one per line as `file:line:col: field: message`, in file order.
+    #[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid { problems: Vec<Problem> },
 }
+
+impl ConfigError {
+    fn one(file: &str, pos: Pos, field: &str, message: String) -> Self {
+        ConfigError::Invalid {
+            problems: vec![Problem {
+                file: file.to_string(),
+                line: pos.line,
+                col: pos.col,
+                field: field.to_string(),
+                message,
+            }],
+        }
+    }
+}
+
+/// The most typing passes `parse` makes (each removes one bad node): a bound, not a limit any
+/// real config reaches.
+const MAX_PASSES: usize = 200;
 
 impl Config {
     /// Reads and validates a config file, following `extends:` to the files it builds on.
@@ -296,95 +334,148 @@ impl Config {
     }
 
     /// Parses config text. `file` names it in messages and is where a relative `extends:`
-    /// is resolved from (the extended files are read from disk).
+    /// is resolved from (the extended files are read from disk). Every problem is reported
+    /// at once: a bad value is set aside (its default stands in) and typing goes on, then the
+    /// semantic rules run on what remains.
     pub fn parse(file: &str, src: &str) -> Result<Config, ConfigError> {
         let mut layers = Vec::new();
-        let value = resolve(Path::new(file), src, &mut Vec::new(), &mut layers)?;
-        let invalid = |field: &str, message: String| {
-            let field = field.trim_start_matches('.');
-            let (file, pos) = locate(&layers, &pointer_of(field), &message);
-            ConfigError::Invalid {
-                file,
+        let mut value = resolve(Path::new(file), src, &mut Vec::new(), &mut layers)?;
+        // The layers come extending file first; positions are laid base first, as values are.
+        let mut origins = HashMap::new();
+        for (i, layer) in layers.iter().enumerate().rev() {
+            yaml::overlay(&mut origins, &layer.doc, i);
+        }
+        let problem = |pointer: &str, field: &str, message: String| {
+            let (i, pos) = yaml::locate_merged(&origins, pointer, false, |o| *o).unwrap_or((
+                0,
+                Pos {
+                    line: 1,
+                    col: 1,
+                    offset: 0,
+                },
+            ));
+            Problem {
+                file: layers.get(i).map(|l| l.file.clone()).unwrap_or_default(),
                 line: pos.line,
                 col: pos.col,
-                field: field.to_string(),
+                field: field.trim_start_matches('.').to_string(),
                 message,
             }
         };
-        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
-            let field = e.path().to_string();
+        let mut problems = Vec::new();
+        let mut config = None;
+        for _ in 0..MAX_PASSES {
+            let e = match serde_path_to_error::deserialize::<_, Config>(value.clone()) {
+                Ok(c) => {
+                    config = Some(c);
+                    break;
+                }
+                Err(e) => e,
+            };
+            let mut field = e.path().to_string();
+            let mut pointer = yaml::pointer_of(e.path());
             let mut message = e.inner().to_string();
             // serde_json appends nothing positional here, but keep messages short.
             if let Some(i) = message.find(" at line ") {
                 message.truncate(i);
             }
-            invalid(&field, message)
-        })?;
-        if let Err((field, message)) = config.validate() {
-            return Err(invalid(field, message.to_string()));
+            // An unknown field is reported (and set aside) at the field itself.
+            if let Some(name) = message
+                .strip_prefix("unknown field `")
+                .and_then(|m| m.split_once('`'))
+                .map(|(n, _)| n.to_string())
+            {
+                let own = format!("/{}", yaml::escape_token(&name));
+                if !pointer.ends_with(&own) {
+                    pointer.push_str(&own);
+                    field = if field.is_empty() || field == "." {
+                        name
+                    } else {
+                        format!("{field}.{name}")
+                    };
+                }
+            }
+            problems.push(problem(&pointer, &field, message));
+            if !set_aside(&mut value, &pointer) {
+                break;
+            }
         }
-        Ok(config)
+        if let Some(c) = &config {
+            for (field, message) in c.validate() {
+                problems.push(problem(&field_pointer(field), field, message.to_string()));
+            }
+        }
+        match config {
+            Some(c) if problems.is_empty() => Ok(c),
+            _ => {
+                problems.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+                problems.dedup();
+                Err(ConfigError::Invalid { problems })
+            }
+        }
     }
 
-    /// Semantic checks serde cannot express. Returns the dotted field and the problem.
-    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+    /// Semantic checks serde cannot express: every problem, as the dotted field and what is
+    /// wrong with it.
+    pub fn validate(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
         let positive = "expected a positive integer";
         if self.rate_limit.burst == 0 {
-            return Err(("rate_limit.burst", positive));
+            out.push(("rate_limit.burst", positive));
         }
         if self.rate_limit.per_second == 0 {
-            return Err(("rate_limit.per_second", positive));
+            out.push(("rate_limit.per_second", positive));
         }
         if self.rate_limit.max_clients == 0 {
-            return Err(("rate_limit.max_clients", positive));
+            out.push(("rate_limit.max_clients", positive));
         }
         if self.rate_limit.enabled && self.rate_limit.cleanup_interval.get().is_zero() {
-            return Err((
+            out.push((
                 "rate_limit.cleanup_interval",
                 "expected a positive duration",
             ));
         }
         for p in &self.rate_limit.trusted_proxies {
             if parse_cidr(p).is_none() {
-                return Err((
+                out.push((
                     "rate_limit.trusted_proxies",
                     "expected IP addresses or CIDR blocks such as 10.0.0.0/8",
                 ));
             }
         }
         if self.shedding.max_inflight == 0 {
-            return Err(("shedding.max_inflight", positive));
+            out.push(("shedding.max_inflight", positive));
         }
         if self.breaker.threshold == 0 {
-            return Err(("breaker.threshold", positive));
+            out.push(("breaker.threshold", positive));
         }
         if self.breaker.call_timeout.get().is_zero() {
-            return Err(("breaker.call_timeout", "expected a positive duration"));
+            out.push(("breaker.call_timeout", "expected a positive duration"));
         }
         if self.limits.max_batch == 0 {
-            return Err(("limits.max_batch", positive));
+            out.push(("limits.max_batch", positive));
         }
         if self.limits.max_body.0 == 0 {
-            return Err(("limits.max_body", "expected a positive size"));
+            out.push(("limits.max_body", "expected a positive size"));
         }
         if self.snapshot.enabled && self.snapshot.interval.get().is_zero() {
-            return Err(("snapshot.interval", "expected a positive duration"));
+            out.push(("snapshot.interval", "expected a positive duration"));
         }
         if self.logs.max_files == 0 {
-            return Err(("logs.max_files", positive));
+            out.push(("logs.max_files", positive));
         }
         if !(0.0..=2.0).contains(&self.detectors.correlation_break) {
-            return Err(("detectors.correlation_break", "expected a number in 0..2"));
+            out.push(("detectors.correlation_break", "expected a number in 0..2"));
         }
         if let Some(seed) = &self.seed
             && (seed.markets == 0 || seed.selections < 2 || seed.venues == 0 || seed.ticks < 2)
         {
-            return Err((
+            out.push((
                 "seed",
                 "expected markets ≥ 1, selections ≥ 2, venues ≥ 1, ticks ≥ 2",
             ));
         }
-        Ok(())
+        out
     }
 
     /// Resolves a path relative to the data directory.
@@ -400,7 +491,7 @@ impl Config {
 /// One file of an `extends:` chain: its name (as shown in messages) and its positions.
 struct Layer {
     file: String,
-    doc: crate::yaml::Document,
+    doc: yaml::Document,
 }
 
 /// Parses `src` (the text of `path`) and, when it has `extends: <file>`, the chain of files it
@@ -415,13 +506,7 @@ fn resolve(
 ) -> Result<serde_json::Value, ConfigError> {
     use serde_json::Value;
     let file = path.display().to_string();
-    let doc = crate::yaml::parse(src).map_err(|e| ConfigError::Invalid {
-        file: file.clone(),
-        line: e.pos.line,
-        col: e.pos.col,
-        field: String::new(),
-        message: e.message,
-    })?;
+    let doc = yaml::parse(src).map_err(|e| ConfigError::one(&file, e.pos, "", e.message))?;
     let mut value = match &doc.value {
         Value::Null => Value::Object(Default::default()),
         v => v.clone(),
@@ -435,13 +520,7 @@ fn resolve(
     let Some(extends) = extends else {
         return Ok(value);
     };
-    let invalid = |message: String| ConfigError::Invalid {
-        file: file.clone(),
-        line: at.line,
-        col: at.col,
-        field: "extends".into(),
-        message,
-    };
+    let invalid = |message: String| ConfigError::one(&file, at, "extends", message);
     let rel = match extends {
         Value::String(s) if !s.trim().is_empty() => s,
         _ => return Err(invalid("expected the path of a config file".into())),
@@ -489,8 +568,9 @@ fn merge(base: &mut serde_json::Value, over: serde_json::Value) {
     }
 }
 
-/// `rate_limit.exempt[1]` → `/rate_limit/exempt/1`.
-fn pointer_of(field: &str) -> String {
+/// A dotted field of [`Config::validate`] as a JSON Pointer: `rate_limit.exempt[1]` →
+/// `/rate_limit/exempt/1`.
+fn field_pointer(field: &str) -> String {
     if field.is_empty() || field == "." {
         return String::new();
     }
@@ -510,45 +590,22 @@ fn pointer_of(field: &str) -> String {
     out
 }
 
-/// Where the value at `pointer` of the merged config was written: the file of the chain
-/// closest to the extending one that has the node, or else its nearest ancestor. For an
-/// unknown field, the field itself is looked for first.
-fn locate(layers: &[Layer], pointer: &str, message: &str) -> (String, crate::yaml::Pos) {
-    let mut candidates = Vec::new();
-    if let Some(name) = message
-        .strip_prefix("unknown field `")
-        .and_then(|m| m.split_once('`'))
-        .map(|(n, _)| n)
-    {
-        let own = format!("/{}", crate::yaml::escape_token(name));
-        if !pointer.ends_with(&own) {
-            candidates.push(format!("{pointer}{own}"));
+/// Removes the node at `pointer` so that typing can go on past it (the field's default stands
+/// in). An element of a list takes the whole list with it, so that the indices of the other
+/// elements stay as written. Returns whether anything was removed.
+fn set_aside(value: &mut serde_json::Value, pointer: &str) -> bool {
+    use serde_json::Value;
+    let Some((parent, last)) = pointer.rsplit_once('/') else {
+        return false; // the root itself: nothing to go on with
+    };
+    match value.pointer_mut(parent) {
+        Some(Value::Object(map)) => {
+            let key = last.replace("~1", "/").replace("~0", "~");
+            map.shift_remove(&key).is_some()
         }
+        Some(Value::Array(_)) => set_aside(value, parent),
+        _ => false,
     }
-    let mut p = pointer;
-    loop {
-        candidates.push(p.to_string());
-        match p.rfind('/') {
-            Some(i) => p = &p[..i],
-            None => break,
-        }
-    }
-    for c in &candidates {
-        for layer in layers {
-            if let Some(span) = layer.doc.spans.get(c.as_str()) {
-                return (layer.file.clone(), span.value);
-            }
-        }
-    }
-    let file = layers.first().map(|l| l.file.clone()).unwrap_or_default();
-    (
-        file,
-        crate::yaml::Pos {
-            line: 1,
-            col: 1,
-            offset: 0,
-        },
-    )
 }
 
 /// Parses `10.0.0.1` (one address) or a CIDR block such as `10.0.0.0/8` or `fd00::/8`.
@@ -589,6 +646,44 @@ mod tests {
             e.to_string()
                 .starts_with("c.yaml:2:12: query.timeout: invalid duration"),
             "{e}"
+        );
+    }
+
+    /// Issue 8: the service config meets the policy bar, every problem at once with its
+    /// position (it used to stop at the first).
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let src = "rate_limit:\n  burst: 0\n  brust: 5\nquery:\n  timeout: 5 parsecs\nshedding:\n  max_inflight: 8\n";
+        let e = Config::parse("c.yaml", src).unwrap_err();
+        let ConfigError::Invalid { problems } = &e else {
+            panic!("{e}")
+        };
+        let got: Vec<(usize, usize, &str)> = problems
+            .iter()
+            .map(|p| (p.line, p.col, p.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (2, 10, "rate_limit.burst"),
+                (3, 10, "rate_limit.brust"),
+                (5, 12, "query.timeout"),
+            ],
+            "{e}"
+        );
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(
+            text.lines()
+                .nth(1)
+                .is_some_and(|l| l.contains("unknown field `brust`")),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .nth(2)
+                .is_some_and(|l| l.contains("invalid duration")),
+            "{text}"
         );
     }
 
@@ -789,9 +884,12 @@ mod tests {
 
     #[test]
     fn field_paths_become_pointers() {
-        assert_eq!(pointer_of(""), "");
-        assert_eq!(pointer_of("rate_limit.burst"), "/rate_limit/burst");
-        assert_eq!(pointer_of("rate_limit.exempt[1]"), "/rate_limit/exempt/1");
+        assert_eq!(field_pointer(""), "");
+        assert_eq!(field_pointer("rate_limit.burst"), "/rate_limit/burst");
+        assert_eq!(
+            field_pointer("rate_limit.exempt[1]"),
+            "/rate_limit/exempt/1"
+        );
     }
 
     #[test]

@@ -441,7 +441,7 @@ fn json_report_snapshot_and_schema() {
     let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
     let errors: Vec<String> = validator
         .iter_errors(&value)
-        .map(|e| format!("{} at {}", e, e.instance_path))
+        .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     // And a document that breaks the contract is caught.

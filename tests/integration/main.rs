@@ -17,6 +17,7 @@ mod matrix;
 mod policy;
 mod reach;
 mod remote;
+mod secrets;
 mod service;
 mod support;
 mod tls;
