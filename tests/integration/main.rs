@@ -14,4 +14,5 @@ mod matrix;
 mod policy;
 mod remote;
 mod service;
+mod shedding;
 mod support;
