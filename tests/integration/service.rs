@@ -832,7 +832,15 @@ async fn before_a_slow_query_runs_to_completion_and_the_breaker_never_opens() {
     )
     .await;
     let started = Instant::now();
-    let (s, v) = get_json(&svc.client(), &svc.url("/v1/correlations?market=m1")).await;
+    // The query runs to completion: seconds on a quiet box, past the usual 30 s client
+    // timeout with two busy loops beside a debug build. Wait for it (bounded, only so that
+    // a hang cannot hold the suite).
+    let patient = reqwest::Client::builder()
+        .local_address(fresh_ip())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let (s, v) = get_json(&patient, &svc.url("/v1/correlations?market=m1")).await;
     assert_eq!(s, 200, "{v}");
     assert!(
         started.elapsed() > Duration::from_millis(150),
