@@ -1,6 +1,6 @@
 //! `load_shedding`: holds more requests in flight than the bound (slowed by an injected
-//! delay); the excess must get the shed status at once (before any accepted request comes
-//! back), and the accepted requests' p99 stay under the bound. Measuring ([`run`]) records
+//! delay); the excess must get the shed status at once (faster than the accepted requests
+//! come back), and the accepted requests' p99 stay under the bound. Measuring ([`run`]) records
 //! every answer; [`judge`] is pure.
 
 use schemars::JsonSchema;
@@ -12,7 +12,7 @@ use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::probe::load::{self, Endpoint, Request};
-use crate::probe::stats::percentile;
+use crate::probe::stats::{median, percentile};
 use crate::target::Ctx;
 use crate::units::{Dur, RequestLine};
 
@@ -34,9 +34,9 @@ pub struct Spec {
     /// Status of a shed request (default 503).
     #[serde(default = "default_status")]
     pub status: u16,
-    /// An absolute ceiling on the shed answers' p99 (none by default). Without it a shed
-    /// answer must only come back faster than the fastest accepted one of the same flood; a
-    /// wall-clock ceiling also fails a correct shedder on a loaded machine.
+    /// An absolute ceiling on the shed answers' p99 (none by default). Without it the shed
+    /// answers must only come back faster than the accepted ones of the same flood (medians);
+    /// a wall-clock ceiling also fails a correct shedder on a loaded machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shed_latency_below: Option<Dur>,
     /// The accepted requests' p99 must stay under this, beyond the shed answers' p99 of the
@@ -201,9 +201,12 @@ fn ms(v: Option<f64>) -> String {
 /// Judges a flood (pure). The counts are held to the bound; the timing of the answers is
 /// judged against the accepted answers of the same flood on the same machine, not against
 /// wall-clock figures that a loaded machine breaks:
-/// - a shed answer must come back faster than the fastest accepted one: it was refused at
-///   once, without waiting for a slot (an accepted request holds its slot for at least the
-///   injected delay, so a queued refusal comes back after one);
+/// - the shed answers must come back faster than the accepted ones (medians): refused at
+///   once, not queued (an accepted request holds its slot for at least the injected delay,
+///   so a refusal queued behind it comes back no sooner). Medians, because on a loaded
+///   machine single answers of either kind stall for hundreds of milliseconds (with two busy
+///   loops beside it, a correct shedder's slowest refusal, 585 ms, came after its fastest
+///   accepted answer);
 /// - the accepted p99 must stay under `accepted_p99_below` beyond the shed p99 (the time
 ///   this machine took, in this flood, to give an immediate answer).
 ///
@@ -247,19 +250,22 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         accepted <= bound + tol,
     ));
     let shed_p99 = percentile(&shed_ms, 0.99);
-    let fastest_accepted = ok_ms.iter().copied().min_by(f64::total_cmp);
+    let shed_median = median(&shed_ms);
+    let accepted_median = median(&ok_ms);
     out.observe(Observation::new(
-        "p99 latency of shed answers",
-        match fastest_accepted {
-            Some(f) => format!("< {f:.1} ms (the fastest accepted answer: refused at once, not queued)"),
-            None => "< the fastest accepted answer (refused at once, not queued)".into(),
+        "median latency of shed answers",
+        match accepted_median {
+            Some(a) => format!(
+                "< {a:.1} ms (the accepted answers' median: refused at once, not queued)"
+            ),
+            None => "< the accepted answers' median (refused at once, not queued)".into(),
         },
-        match (shed_p99, fastest_accepted) {
+        match (shed_median, accepted_median) {
             (None, _) => "none shed".into(),
             (Some(v), None) => format!("{v:.1} ms, no accepted answer to compare with"),
             (Some(v), Some(_)) => format!("{v:.1} ms"),
         },
-        matches!((shed_p99, fastest_accepted), (Some(s), Some(f)) if s < f),
+        matches!((shed_median, accepted_median), (Some(s), Some(a)) if s < a),
     ));
     if let Some(ceiling) = spec.shed_latency_below {
         out.observe(Observation::new(
@@ -318,7 +324,8 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         "concurrency": n, "max_inflight": bound, "tolerance": tol,
         "shed": shed, "accepted": accepted, "failed": failed, "statuses": statuses,
         "shed_p99_ms": shed_p99, "shed_max_ms": shed_ms.iter().copied().max_by(f64::total_cmp),
-        "accepted_p99_ms": ok_p99, "accepted_min_ms": fastest_accepted,
+        "accepted_p99_ms": ok_p99, "shed_median_ms": shed_median,
+        "accepted_median_ms": accepted_median,
         "duration_ms": m.duration_ms,
         "delay_ms": spec.delay.0.as_millis() as u64,
     });
@@ -405,6 +412,20 @@ mod tests {
                 Status::Pass,
             ),
             (
+                // Seen with two busy loops beside the matrix: single refusals stalled past
+                // the fastest accepted answer, the bulk of them did not.
+                "heavily loaded machine: some refusals slower than the fastest accepted",
+                none.clone(),
+                flood(&[
+                    (SHED, 90, 150.0),
+                    (OK, 1, 320.0),
+                    (SHED, 6, 584.6),
+                    (OK, 61, 700.0),
+                    (OK, 2, 1627.4),
+                ]),
+                Status::Pass,
+            ),
+            (
                 "counts exactly at the tolerance",
                 none.clone(),
                 flood(&[(SHED, 92, 4.0), (OK, 68, 305.0)]),
@@ -442,13 +463,13 @@ mod tests {
                 Status::Fail,
             ),
             (
-                "slowest refusal exactly as slow as the fastest accepted answer",
+                "median refusal exactly as slow as the median accepted answer",
                 none.clone(),
                 flood(&[(SHED, 96, 305.0), (OK, 64, 305.0)]),
                 Status::Fail,
             ),
             (
-                "slowest refusal just faster than the fastest accepted answer",
+                "median refusal just faster than the median accepted answer",
                 none.clone(),
                 flood(&[(SHED, 96, 304.9), (OK, 64, 305.0)]),
                 Status::Pass,
@@ -503,7 +524,7 @@ mod tests {
         assert_eq!(o.charts[0].series[0].points.len(), 96);
         assert_eq!(o.charts[0].series[1].points.len(), 64);
         assert_eq!(o.evidence["shed"], 96);
-        assert_eq!(o.evidence["accepted_min_ms"], 305.0);
+        assert_eq!(o.evidence["accepted_median_ms"], 305.0);
     }
 
     #[test]
@@ -514,7 +535,7 @@ mod tests {
         );
         let bad: Vec<_> = o.observations.iter().filter(|o| !o.ok).collect();
         assert_eq!(bad.len(), 1, "{bad:#?}");
-        assert_eq!(bad[0].what, "p99 latency of shed answers");
+        assert_eq!(bad[0].what, "median latency of shed answers");
         assert!(bad[0].expected.contains("305.0 ms"), "{}", bad[0].expected);
     }
 }
