@@ -1,6 +1,7 @@
 //! `log_retention`: plants back-dated files that match the rotation pattern plus one that
 //! does not, triggers a sweep (admin API) or waits for one, then requires expired files
 //! gone, recent ones kept, the foreign file untouched, and daily-rotated naming in use.
+//! Measuring ([`run`]) plants, sweeps and lists; [`judge`] is pure.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -70,16 +71,42 @@ impl Spec {
 }
 
 /// A file the check put in the log directory.
-#[derive(Debug, Clone, serde::Serialize)]
-struct Planted {
-    name: String,
-    age_days: i64,
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Planted {
+    pub name: String,
+    pub age_days: i64,
     /// Must be deleted by the sweep.
-    expired: bool,
+    pub expired: bool,
     /// Matches the rotation pattern.
-    rotated: bool,
+    pub rotated: bool,
+    /// Still there after the sweep.
     #[serde(skip)]
-    path: PathBuf,
+    pub present_after: bool,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// The answer to `POST /admin/retention/sweep`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sweep {
+    pub status: u16,
+    /// The JSON body (`null` when not JSON).
+    pub body: serde_json::Value,
+}
+
+/// What the check measured: plain data, judged by [`judge`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Measurements {
+    /// The log directory.
+    pub dir: String,
+    /// The files planted, and whether each survived the sweep.
+    pub planted: Vec<Planted>,
+    /// The sweep's answer (`trigger: admin`).
+    pub sweep: Option<Sweep>,
+    /// Names in the log directory after the sweep.
+    pub files_after: Vec<String>,
+    /// Today's rotated file name in UTC and in local time (they differ around midnight).
+    pub today: [String; 2],
 }
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -117,10 +144,40 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
             dir.display()
         )));
     }
+    let mut sent = Vec::new();
+    let mut m = Measurements {
+        dir: dir.display().to_string(),
+        ..Measurements::default()
+    };
+    let planting = plant_all(spec, &dir, &mut m.planted);
+    sent.push(format!(
+        "planted {} in {}",
+        m.planted
+            .iter()
+            .map(|p| format!("{} ({}d)", p.name, p.age_days))
+            .collect::<Vec<_>>()
+            .join(", "),
+        dir.display()
+    ));
+    let result = match planting {
+        Ok(()) => sweep(spec, ctx, &dir, &mut m, &mut sent).await,
+        Err(e) => Err(e),
+    };
+    // Clean up whatever of ours is left (recent files, the foreign file, unswept ones).
+    for p in &m.planted {
+        let _ = std::fs::remove_file(&p.path);
+    }
+    result?;
+    let mut out = judge(spec, &m);
+    out.sent = sent;
+    Ok(out)
+}
+
+/// Plants back-dated rotated files (two expired, two recent) and one foreign file, never
+/// over a file that is already there.
+fn plant_all(spec: &Spec, dir: &Path, planted: &mut Vec<Planted>) -> Result<(), CheckError> {
     let max_days = (spec.max_age.0.as_secs() / 86_400) as i64;
     let today = chrono::Utc::now().date_naive();
-    let mut planted = Vec::new();
-    let mut out = Outcome::default();
     for (age, expired) in [
         (max_days + 2, true),
         (max_days + 30, true),
@@ -132,91 +189,98 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         if planted.iter().any(|p: &Planted| p.name == name) {
             continue;
         }
-        let path = dir.join(&name);
-        if path.exists() {
+        if dir.join(&name).exists() {
             // A real log of that day: never overwrite it, and judge it as it is.
             continue;
         }
-        let path = plant(&dir, &name, age)?;
+        let path = plant(dir, &name, age)?;
         planted.push(Planted {
             name,
             age_days: age,
             expired,
             rotated: true,
+            present_after: true,
             path,
         });
     }
     let foreign = "notes.txt".to_string();
     if !dir.join(&foreign).exists() {
-        let path = plant(&dir, &foreign, max_days + 30)?;
+        let path = plant(dir, &foreign, max_days + 30)?;
         planted.push(Planted {
             name: foreign,
             age_days: max_days + 30,
             expired: false,
             rotated: false,
+            present_after: true,
             path,
         });
     }
-    out.sent.push(format!(
-        "planted {} in {}",
-        planted
-            .iter()
-            .map(|p| format!("{} ({}d)", p.name, p.age_days))
-            .collect::<Vec<_>>()
-            .join(", "),
-        dir.display()
-    ));
-    let result = sweep_and_judge(spec, ctx, &dir, &planted, &mut out).await;
-    // Clean up whatever of ours is left (recent files, the foreign file, unswept ones).
-    for p in &planted {
-        let _ = std::fs::remove_file(&p.path);
-    }
-    result.map(|()| out)
+    Ok(())
 }
 
-async fn sweep_and_judge(
+/// Causes (or waits for) a sweep, then records what is left.
+async fn sweep(
     spec: &Spec,
     ctx: &Ctx,
     dir: &Path,
-    planted: &[Planted],
-    out: &mut Outcome,
+    m: &mut Measurements,
+    sent: &mut Vec<String>,
 ) -> Result<(), CheckError> {
-    let mut sweep_answer = serde_json::Value::Null;
     match spec.trigger {
         Trigger::Admin => {
             let http = ctx.http()?;
-            out.sent.push("POST /admin/retention/sweep".into());
+            sent.push("POST /admin/retention/sweep".into());
             let r = http.admin("POST", "/admin/retention/sweep", None).await?;
-            let body = r.json().unwrap_or(serde_json::Value::Null);
-            if r.status != 200 {
-                let code = body
-                    .pointer("/error/code")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("?")
-                    .to_string();
-                out.observe(Observation::new(
-                    "retention sweep",
-                    "200 with the files deleted",
-                    format!("{} {code}", r.status),
-                    false,
-                ));
-            }
-            sweep_answer = body;
+            m.sweep = Some(Sweep {
+                status: r.status,
+                body: r.json().unwrap_or(serde_json::Value::Null),
+            });
         }
         Trigger::Wait => {
             let end = tokio::time::Instant::now() + spec.wait.0.min(ctx.remaining()?);
             while tokio::time::Instant::now() < end
-                && planted.iter().any(|p| p.expired && p.path.exists())
+                && m.planted.iter().any(|p| p.expired && p.path.exists())
             {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
+    for p in &mut m.planted {
+        p.present_after = p.path.exists();
+    }
+    m.files_after = std::fs::read_dir(dir)
+        .map_err(|e| CheckError::Local(format!("listing {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    m.today = [
+        chrono::Utc::now().date_naive(),
+        chrono::Local::now().date_naive(),
+    ]
+    .map(|d| d.format(&spec.file_format).to_string());
+    Ok(())
+}
+
+/// Judges what the sweep left (pure): expired rotated files deleted, recent ones and the
+/// foreign file kept, today's file present under the daily name.
+pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
+    let mut out = Outcome::default();
+    if let Some(s) = m.sweep.as_ref().filter(|s| s.status != 200) {
+        let code = s
+            .body
+            .pointer("/error/code")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        out.observe(Observation::new(
+            "retention sweep",
+            "200 with the files deleted",
+            format!("{} {code}", s.status),
+            false,
+        ));
+    }
     let mut gone = Vec::new();
     let mut kept = Vec::new();
-    for p in planted {
-        let exists = p.path.exists();
-        let ok = exists != p.expired;
+    for p in &m.planted {
         out.observe(Observation::new(
             format!(
                 "{} ({} days old{})",
@@ -225,37 +289,28 @@ async fn sweep_and_judge(
                 if p.rotated { "" } else { ", not a rotated log" }
             ),
             if p.expired { "deleted" } else { "kept" },
-            if exists { "present" } else { "deleted" },
-            ok,
+            if p.present_after { "present" } else { "deleted" },
+            p.present_after != p.expired,
         ));
-        if exists {
+        if p.present_after {
             kept.push(p.name.clone())
         } else {
             gone.push(p.name.clone())
         }
     }
     // Daily naming in use: today's file (UTC, or local time around midnight).
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| CheckError::Local(format!("listing {}: {e}", dir.display())))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    let today_utc = chrono::Utc::now()
-        .date_naive()
-        .format(&spec.file_format)
-        .to_string();
-    let today_local = chrono::Local::now()
-        .date_naive()
-        .format(&spec.file_format)
-        .to_string();
-    let present = names.iter().any(|n| *n == today_utc || *n == today_local);
+    let [today_utc, today_local] = &m.today;
+    let present = m
+        .files_after
+        .iter()
+        .any(|n| n == today_utc || n == today_local);
     out.observe(Observation::new(
         "today's log file, daily naming",
         today_utc.clone(),
         if present {
             "present".to_string()
         } else {
-            format!("absent; the directory holds {names:?}")
+            format!("absent; the directory holds {:?}", m.files_after)
         },
         present,
     ));
@@ -272,14 +327,14 @@ async fn sweep_and_judge(
         )
     };
     out.evidence = serde_json::json!({
-        "dir": dir.display().to_string(),
-        "planted": planted,
+        "dir": m.dir,
+        "planted": m.planted,
         "deleted": gone,
         "kept": kept,
-        "sweep": sweep_answer,
-        "files_after": names,
+        "sweep": m.sweep.as_ref().map_or(serde_json::Value::Null, |s| s.body.clone()),
+        "files_after": m.files_after,
     });
-    Ok(())
+    out
 }
 
 const BAD_FORMAT: Code = Code("log-retention/bad-format");
@@ -307,5 +362,144 @@ impl KindSpec for Spec {
 
     fn run(&self, ctx: &Ctx) -> impl Future<Output = Result<Outcome, CheckError>> + Send {
         run(self, ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::Status;
+
+    fn spec() -> Spec {
+        serde_json::from_value(serde_json::json!({"max_age": "7d"})).unwrap()
+    }
+
+    fn planted(name: &str, age_days: i64, expired: bool, present_after: bool) -> Planted {
+        Planted {
+            name: name.into(),
+            age_days,
+            expired,
+            rotated: name.starts_with("core.log."),
+            present_after,
+            path: PathBuf::from(name),
+        }
+    }
+
+    /// A sweep that did its job on 2026-12-02 (max age 7 days).
+    fn swept() -> Measurements {
+        Measurements {
+            dir: "/logs".into(),
+            planted: vec![
+                planted("core.log.2026-11-23", 9, true, false),
+                planted("core.log.2026-11-02", 37, true, false),
+                planted("core.log.2026-12-01", 1, false, true),
+                planted("core.log.2026-11-26", 6, false, true),
+                planted("notes.txt", 37, false, true),
+            ],
+            sweep: Some(Sweep {
+                status: 200,
+                body: serde_json::json!({"deleted": 2}),
+            }),
+            files_after: [
+                "core.log.2026-12-02",
+                "core.log.2026-12-01",
+                "core.log.2026-11-26",
+                "notes.txt",
+            ]
+            .map(String::from)
+            .to_vec(),
+            today: ["core.log.2026-12-02".into(), "core.log.2026-12-02".into()],
+        }
+    }
+
+    #[test]
+    fn judge_table() {
+        let with = |f: &dyn Fn(&mut Measurements)| {
+            let mut m = swept();
+            f(&mut m);
+            m
+        };
+        let cases: Vec<(&str, Measurements, Status)> = vec![
+            ("expired gone, the rest kept", swept(), Status::Pass),
+            (
+                // The boundary: a file one day inside the age (6 of 7 days) is kept.
+                "the file just inside the age deleted",
+                with(&|m| m.planted[3].present_after = false),
+                Status::Fail,
+            ),
+            (
+                "the file just past the age kept (no retention)",
+                with(&|m| m.planted[0].present_after = true),
+                Status::Fail,
+            ),
+            (
+                "a file outside the pattern deleted",
+                with(&|m| m.planted[4].present_after = false),
+                Status::Fail,
+            ),
+            (
+                "the sweep answered the wrong status",
+                with(&|m| {
+                    m.sweep = Some(Sweep {
+                        status: 404,
+                        body: serde_json::json!({"error": {"code": "HB-NOT-FOUND"}}),
+                    })
+                }),
+                Status::Fail,
+            ),
+            (
+                "no daily file for today",
+                with(&|m| m.files_after.retain(|n| n != "core.log.2026-12-02")),
+                Status::Fail,
+            ),
+            (
+                "around midnight: today's local name counts",
+                with(&|m| m.today[0] = "core.log.2026-12-03".into()),
+                Status::Pass,
+            ),
+            (
+                // Every planted name was a real log already: judged on today's file alone.
+                "nothing planted, today's file present",
+                with(&|m| m.planted.clear()),
+                Status::Pass,
+            ),
+            (
+                "empty directory, nothing planted",
+                with(&|m| {
+                    m.planted.clear();
+                    m.files_after.clear()
+                }),
+                Status::Fail,
+            ),
+            (
+                "waited for the service's own sweep (no answer to judge)",
+                with(&|m| m.sweep = None),
+                Status::Pass,
+            ),
+        ];
+        for (name, m, want) in &cases {
+            let o = judge(&spec(), m);
+            assert_eq!(o.status(), *want, "{name}: {:#?}", o.observations);
+        }
+    }
+
+    #[test]
+    fn judge_keeps_the_report_text() {
+        let o = judge(&spec(), &swept());
+        assert_eq!(
+            o.summary,
+            "expired files deleted, recent and foreign files kept, core.log.2026-12-02 present (max age 7d)"
+        );
+        assert_eq!(o.observations[4].what, "notes.txt (37 days old, not a rotated log)");
+        assert_eq!(o.evidence["deleted"], serde_json::json!(["core.log.2026-11-23", "core.log.2026-11-02"]));
+        let mut m = swept();
+        m.sweep = Some(Sweep {
+            status: 403,
+            body: serde_json::json!({"error": {"code": "HB-ADMIN-DENIED"}}),
+        });
+        m.planted[0].present_after = true;
+        let o = judge(&spec(), &m);
+        assert_eq!(o.summary, "2 retention requirement(s) not met (max age 7d)");
+        assert_eq!(o.observations[0].observed, "403 HB-ADMIN-DENIED");
     }
 }

@@ -19,5 +19,6 @@ mod reach;
 mod remote;
 mod secrets;
 mod service;
+mod shedding;
 mod support;
 mod tls;

@@ -130,18 +130,30 @@ async fn graph_builds_reuse_the_same_detectors() {
 async fn slow_query_is_interrupted_at_the_budget() {
     let _timing = crate::support::timing();
     let dir = tempfile::tempdir().unwrap();
-    let svc = core(dir.path());
+    // A heavy query of 4·10¹² steps runs for days unless interrupted: an answer at all shows
+    // the interrupt, with no wall-clock threshold a loaded machine could break.
+    let cfg = patched(
+        "core.yaml",
+        dir.path(),
+        &[(
+            "slow_query_rows: 4000000\n",
+            "slow_query_rows: 4000000000000\n",
+        )],
+    );
+    let svc = Service::start(&cfg, &dir.path().join("data"));
     let c = svc.client();
     let (s, _) = svc
         .admin("POST", "/admin/faults", json!({"slow_query": true}))
         .await;
     assert_eq!(s, 200);
-    let started = Instant::now();
-    let (s, v) = get_json(&c, &svc.url("/v1/correlations?market=m1")).await;
-    let took = started.elapsed();
+    // Only a guard against hanging the suite: the interrupted query answers in ~50 ms.
+    let (s, v) = tokio::time::timeout(
+        Duration::from_secs(120),
+        get_json(&c, &svc.url("/v1/correlations?market=m1")),
+    )
+    .await
+    .expect("the heavy query was not interrupted");
     assert_eq!((s, &v["error"]["code"]), (503, &json!("HB-Q-TIMEOUT")));
-    // Budget 50 ms; the heavy query takes seconds. Generous margin for a busy machine.
-    assert!(took < Duration::from_millis(1000), "{took:?}");
     assert_eq!(svc.metric("query_timeouts_total").await, Some(1.0));
     let m = svc.metrics().await;
     assert!(
@@ -323,30 +335,46 @@ async fn a_spray_of_forwarded_addresses_is_capped() {
     assert_eq!(s, 200);
 }
 
-async fn flood(svc: &Service, n: usize) -> (usize, usize, Duration) {
+/// What a flood saw: the accepted and shed counts, when the last refusal and the first
+/// accepted answer arrived.
+struct Flood {
+    ok: usize,
+    shed: usize,
+    last_shed: Option<Instant>,
+    first_ok: Option<Instant>,
+}
+
+async fn flood(svc: &Service, n: usize) -> Flood {
     let mut tasks = Vec::new();
     for _ in 0..n {
         let c = svc.client();
         let url = svc.url("/v1/detections");
         tasks.push(tokio::spawn(async move {
-            let t = Instant::now();
             let s = c.get(url).send().await.unwrap().status().as_u16();
-            (s, t.elapsed())
+            (s, Instant::now())
         }));
     }
-    let (mut ok, mut shed, mut slowest_shed) = (0, 0, Duration::ZERO);
+    let mut f = Flood {
+        ok: 0,
+        shed: 0,
+        last_shed: None,
+        first_ok: None,
+    };
     for t in tasks {
-        let (s, took) = t.await.unwrap();
+        let (s, at) = t.await.unwrap();
         match s {
-            200 => ok += 1,
+            200 => {
+                f.ok += 1;
+                f.first_ok = Some(f.first_ok.map_or(at, |t| t.min(at)));
+            }
             503 => {
-                shed += 1;
-                slowest_shed = slowest_shed.max(took);
+                f.shed += 1;
+                f.last_shed = Some(f.last_shed.map_or(at, |t| t.max(at)));
             }
             s => panic!("status {s}"),
         }
     }
-    (ok, shed, slowest_shed)
+    f
 }
 
 #[tokio::test]
@@ -356,12 +384,21 @@ async fn load_is_shed_past_the_inflight_bound() {
     let svc = core(dir.path());
     let delay = json!({"request_delay": {"path_prefix": "/v1/detections", "delay_ms": 1500}});
     assert_eq!(svc.admin("POST", "/admin/faults", delay).await.0, 200);
-    let (ok, shed, slowest_shed) = flood(&svc, 160).await;
+    let Flood {
+        ok,
+        shed,
+        last_shed,
+        first_ok,
+    } = flood(&svc, 160).await;
     assert!(shed > 0, "nothing shed ({ok} ok)");
     assert!(ok <= 100, "{ok} accepted with max_inflight 64");
+    // Refused at once, not queued: every refusal is back while the accepted requests are
+    // still held by the delay (an order of events, not a wall-clock threshold).
+    let (last_shed, first_ok) = (last_shed.unwrap(), first_ok.expect("nothing accepted"));
     assert!(
-        slowest_shed < Duration::from_millis(1500),
-        "{slowest_shed:?}"
+        last_shed < first_ok,
+        "a refusal came {:?} after the first accepted answer",
+        last_shed - first_ok
     );
     assert!(svc.metric("load_shed_total").await.unwrap() >= shed as f64);
 }
@@ -393,9 +430,18 @@ async fn breaker_opens_fast_fails_half_opens_and_closes() {
         (v["result"].as_str(), v["state"].as_str()),
         (Some("error"), Some("open"))
     );
+    // Fast-fail: the rejected poll never called the feed (its calls stay at 5 errors), with
+    // no wall-clock threshold on the rejection.
     let v = poll().await;
     assert_eq!(v["result"], "rejected");
-    assert!(v["elapsed_ms"].as_f64().unwrap() < 50.0, "{v}");
+    assert_eq!(
+        svc.metric("feed_calls_total{result=\"error\"}").await,
+        Some(5.0)
+    );
+    assert_eq!(
+        svc.metric("feed_calls_total{result=\"rejected\"}").await,
+        Some(1.0)
+    );
     assert_eq!(
         svc.metric("breaker_state{dependency=\"feed\"}").await,
         Some(1.0)
@@ -786,7 +832,15 @@ async fn before_a_slow_query_runs_to_completion_and_the_breaker_never_opens() {
     )
     .await;
     let started = Instant::now();
-    let (s, v) = get_json(&svc.client(), &svc.url("/v1/correlations?market=m1")).await;
+    // The query runs to completion: seconds on a quiet box, past the usual 30 s client
+    // timeout with two busy loops beside a debug build. Wait for it (bounded, only so that
+    // a hang cannot hold the suite).
+    let patient = reqwest::Client::builder()
+        .local_address(fresh_ip())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let (s, v) = get_json(&patient, &svc.url("/v1/correlations?market=m1")).await;
     assert_eq!(s, 200, "{v}");
     assert!(
         started.elapsed() > Duration::from_millis(150),
@@ -830,8 +884,8 @@ async fn before_no_snapshots_no_shedding_no_retention() {
     assert!(logs.join("core.log.2020-01-01").exists());
     let delay = json!({"request_delay": {"path_prefix": "/v1/detections", "delay_ms": 300}});
     svc.admin("POST", "/admin/faults", delay).await;
-    let (ok, shed, _) = flood(&svc, 120).await;
-    assert_eq!((ok, shed), (120, 0));
+    let f = flood(&svc, 120).await;
+    assert_eq!((f.ok, f.shed), (120, 0));
     assert!(svc.terminate().success());
     assert!(!dir.path().join("snapshots").exists());
     let svc = before(dir.path());
