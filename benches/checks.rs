@@ -60,6 +60,7 @@ fn ctx(target: Arc<Target>, second_octet: u8) -> Ctx {
         extra_sources: (1..=64)
             .map(|d| IpAddr::V4(Ipv4Addr::new(127, second_octet, 1, d)))
             .collect(),
+        shared_sources: false,
         deadline: tokio::time::Instant::now() + Duration::from_secs(300),
         budget: Budget::new(10_000_000),
         policy_dir: root(),

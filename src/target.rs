@@ -285,6 +285,10 @@ pub struct Ctx {
     /// flood spread over many clients), each distinct from `source`. Empty when the run
     /// has no distinct address to give (see [`Ctx::neighbour_sources`]).
     pub extra_sources: Vec<IpAddr>,
+    /// Whether other checks of this run send from these addresses too (declared addresses
+    /// fewer than the plan needs; the checks then run one after another): a per-address
+    /// bucket may not be full when this check starts.
+    pub shared_sources: bool,
     /// When the check must have finished.
     pub deadline: Instant,
     /// Request budget.

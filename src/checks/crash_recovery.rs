@@ -487,6 +487,7 @@ mod tests {
             target: std::sync::Arc::new(t),
             source: "127.0.0.1".parse().unwrap(),
             extra_sources: vec![],
+            shared_sources: false,
             deadline: Instant::now() + Duration::from_secs(10),
             budget: Budget::new(1000),
             policy_dir: ".".into(),

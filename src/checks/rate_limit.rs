@@ -710,6 +710,19 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
     let mut neighbours = Neighbours::new(ctx, spec);
     let mut sent = Vec::new();
 
+    // 0. Addresses other checks of this run also sent from (too few declared to keep the
+    // checks apart): their buckets may be drained, the check's own and the neighbours'
+    // alike. Wait for an empty bucket to fill before proving anything (issue 17).
+    if ctx.shared_sources {
+        let fill = spec.full_refill().min(ctx.remaining()? / 3);
+        sent.push(format!(
+            "waited {} for the buckets of addresses shared with other checks to fill",
+            crate::units::Dur(fill)
+        ));
+        ctx.progress(&format!("waiting {fill:?} for shared addresses' buckets to fill"));
+        tokio::time::sleep(fill).await;
+    }
+
     // 1. The first burst from the check's own address, other addresses during it.
     let describe = |sent: &mut Vec<String>| {
         sent.push(format!(

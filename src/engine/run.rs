@@ -474,6 +474,7 @@ impl Executor for Engine {
                 target: inner.target.clone(),
                 source: sources.own,
                 extra_sources: sources.extra,
+                shared_sources: !inner.sources.isolates(inner.checks.len()),
                 policy_dir: inner.policy_dir.clone(),
                 progress: sink,
             };
@@ -522,6 +523,8 @@ pub struct Base {
     pub target: Arc<Target>,
     pub source: std::net::IpAddr,
     pub extra_sources: Vec<std::net::IpAddr>,
+    /// Other checks of the run use the same addresses (see `Ctx::shared_sources`).
+    pub shared_sources: bool,
     pub policy_dir: PathBuf,
     pub progress: ProgressFn,
 }
@@ -668,6 +671,7 @@ async fn attempt(
         target: base.target.clone(),
         source: base.source,
         extra_sources: base.extra_sources.clone(),
+        shared_sources: base.shared_sources,
         deadline: Instant::now() + timeout,
         budget: budget.clone(),
         policy_dir: base.policy_dir.clone(),
@@ -693,6 +697,7 @@ mod tests {
             target: Arc::new(Target::remote("http://127.0.0.1:9")),
             source: sources.own,
             extra_sources: sources.extra,
+            shared_sources: false,
             policy_dir: PathBuf::from("."),
             progress: Arc::new(|_| {}),
         }

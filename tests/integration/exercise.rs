@@ -29,6 +29,7 @@ fn ctx_for(target: Target, a: u8, b: u8) -> Ctx {
         target: Arc::new(target),
         source: ip(a, b, 1),
         extra_sources: (1..=16).map(|d| ip(a, b + 1, d)).collect(),
+        shared_sources: false,
         deadline: tokio::time::Instant::now() + Duration::from_secs(90),
         budget: Budget::new(100_000),
         policy_dir: ".".into(),

@@ -30,6 +30,7 @@ fn ctx(url: &str, a: u8, b: u8, secs: u64) -> Ctx {
         target: Arc::new(Target::remote(url)),
         source: ip(a, b, 1),
         extra_sources: (1..=16).map(|d| ip(a, b + 1, d)).collect(),
+        shared_sources: false,
         deadline: Instant::now() + Duration::from_secs(secs),
         budget: Budget::new(100_000),
         policy_dir: ".".into(),

@@ -20,6 +20,7 @@ fn ctx(url: &str, b: u8) -> Ctx {
         target: Arc::new(Target::remote(url)),
         source: ip(b, 1),
         extra_sources: (2..=5).map(|d| ip(b, d)).collect(),
+        shared_sources: false,
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         budget: Budget::new(100_000),
         policy_dir: ".".into(),

@@ -363,6 +363,7 @@ async fn the_check_client_survives_a_server_closing_every_connection() {
             ))),
             source: support::fresh_ip(),
             extra_sources: vec![],
+            shared_sources: false,
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(60),
             budget: Budget::new(1000),
             policy_dir: ".".into(),
@@ -586,7 +587,13 @@ impl Netns {
         if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some(old) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
-                    if old.starts_with("pfh") && old[3..].chars().all(|c| c.is_ascii_digit()) {
+                    // Only a rig whose process is gone: another test process (a second
+                    // checkout's suite) may be using its own right now.
+                    if old.starts_with("pfh")
+                        && old[3..].chars().all(|c| c.is_ascii_digit())
+                        && old[3..] != tag
+                        && !std::path::Path::new(&format!("/proc/{}", &old[3..])).exists()
+                    {
                         let _ = ip(&["link", "del", old]);
                         let _ = ip(&["netns", "del", &format!("pfreach{}", &old[3..])]);
                     }

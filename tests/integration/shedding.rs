@@ -81,6 +81,7 @@ fn ctx(url: &str, b: u8) -> Ctx {
         target: Arc::new(Target::remote(url)),
         source: ip(b, 1),
         extra_sources: (1..=8).map(|d| ip(b + 1, d)).collect(),
+        shared_sources: false,
         deadline: tokio::time::Instant::now() + Duration::from_secs(60),
         budget: Budget::new(10_000),
         policy_dir: ".".into(),
