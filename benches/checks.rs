@@ -7,6 +7,9 @@
 //!    `config/regressions/leak-1kib.yaml` within 3 000 builds, and gives no false FAIL in 10
 //!    runs on `config/core.yaml`; plus a 10 000-build run showing the good profile plateau.
 //!
+//! 4. the same comparison over TLS: both through one TLS-terminating proxy (rustls, in this
+//!    process) in front of the core service, certificate from a CA made here (goal ≥ 0.9).
+//!
 //! Run with `cargo bench --bench checks` (release build, loopback only, bounded loads).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -274,6 +277,124 @@ async fn bench_memory_growth() {
     );
 }
 
+/// A TLS-terminating proxy on 127.0.0.1 in front of `upstream`, presenting a certificate for
+/// `localhost` from a CA made here; returns its port and the CA's PEM file.
+fn tls_proxy(upstream: u16, dir: &Path) -> (u16, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "bench CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let ca_pem = dir.join("ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Its own runtime on its own threads, as a separate server would be: sharing the
+    // generator's runtime would charge the proxy's work to our side only (wrk is another
+    // process).
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            // Bounded: the bench opens a few dozen connections in all.
+            for _ in 0..10_000 {
+                let Ok(Ok((tcp, _))) =
+                    tokio::time::timeout(Duration::from_secs(120), listener.accept()).await
+                else {
+                    break;
+                };
+                let _ = tcp.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = up.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+    });
+    (port, ca_pem)
+}
+
+/// One closed-loop run of our load generator over TLS: requests per second.
+async fn ours_tls_rps(target: &Target, secs: u64) -> f64 {
+    let ep = Endpoint::for_target(target).await.unwrap();
+    let req = Request::new(&RequestLine::get("/healthz"), None).unwrap();
+    let cfg = LoadConfig {
+        rate: None,
+        duration: Duration::from_secs(secs),
+        connections: 8,
+        sources: vec![IpAddr::V4(Ipv4Addr::new(127, 91, 0, 1))],
+        max_requests: 5_000_000,
+        request_timeout: Duration::from_secs(5),
+    };
+    let r = load::run(&ep, &req, &cfg, None).await.unwrap();
+    assert_eq!(r.sent, r.ok, "errors from /healthz: {:?}", r.first_error);
+    r.rps()
+}
+
+async fn bench_load_vs_wrk_tls() {
+    let service = spawn("config/core.yaml").await;
+    let upstream: u16 = service.url.rsplit(':').next().unwrap().parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ca) = tls_proxy(upstream, dir.path());
+    let url = format!("https://localhost:{port}");
+    if wrk_rps(&url, 1).is_none() {
+        println!("wrk: not installed — TLS load generator vs wrk skipped (apt-get install wrk)");
+        return;
+    }
+    let mut target = Target::remote(&url);
+    target.reach.tls = Some(
+        preflight::target::tls::Tls::new(&preflight::target::tls::TlsOptions {
+            ca: Some(ca),
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    const RUNS: usize = 5;
+    const SECS: u64 = 3;
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        ours.push(ours_tls_rps(&target, SECS).await);
+        theirs.push(wrk_rps(&url, SECS).unwrap_or(f64::NAN));
+    }
+    let (o, t) = (median(&ours), median(&theirs));
+    println!(
+        "load generator vs wrk over TLS (same proxy), GET /healthz, 8 connections, {RUNS} interleaved runs of {SECS} s:\n  ours {:?} req/s, median {o:.0}\n  wrk  {:?} req/s, median {t:.0}\n  ratio of medians {:.2} (goal ≥ 0.9)",
+        ours.iter().map(|x| x.round()).collect::<Vec<_>>(),
+        theirs.iter().map(|x| x.round()).collect::<Vec<_>>(),
+        o / t
+    );
+    drop(service);
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
@@ -282,11 +403,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    // BENCH_ONLY=wrk|policy|memory runs one part.
+    // BENCH_ONLY=wrk|wrk-tls|policy|memory runs one part.
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
     let part = |name: &str| only.is_empty() || only == name;
     if part("wrk") {
         rt.block_on(bench_load_vs_wrk());
+    }
+    if part("wrk-tls") {
+        rt.block_on(bench_load_vs_wrk_tls());
     }
     if part("policy") {
         bench_default_policy();

@@ -197,10 +197,9 @@ pub fn client_builder(
     if let Some(tls) = &target.reach.tls {
         b = b.use_preconfigured_tls((*tls.config).clone());
     } else if target.url.starts_with("https://") {
-        return Err(CheckError::Local(format!(
-            "{}: an https target needs its TLS settings resolved first",
-            target.url
-        )));
+        // No `target.tls`: the system's roots, as the load generator does.
+        let tls = crate::target::tls::Tls::new(&Default::default()).map_err(CheckError::Local)?;
+        b = b.use_preconfigured_tls((*tls.config).clone());
     }
     Ok(b)
 }

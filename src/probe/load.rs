@@ -248,8 +248,9 @@ impl Conn {
         })
     }
 
-    /// A ready sender: the current one when it is still open, else a fresh connection.
-    async fn ready(&mut self, ep: &Endpoint) -> Result<&mut SendRequest<Full<Bytes>>, String> {
+    /// Makes the sender ready: the current one when it is still open, else a fresh
+    /// connection.
+    async fn ready(&mut self, ep: &Endpoint) -> Result<(), String> {
         let open = match &mut self.sender {
             Some(s) if !s.is_closed() => s.ready().await.is_ok(),
             _ => false,
@@ -259,7 +260,7 @@ impl Conn {
             self.reused = false;
             self.sender = Some(connect(ep, self.source).await?);
         }
-        Ok(self.sender.as_mut().expect("a sender was just set"))
+        Ok(())
     }
 
     /// Sends `req` and reads the whole answer (headers and body kept when `keep_body`).
@@ -272,8 +273,10 @@ impl Conn {
         let mut retried = false;
         let mut msg = req.build(ep).map_err(|e| e.to_string())?;
         let resp = loop {
+            self.ready(ep).await?;
+            // Whether *this* connection (perhaps just opened) has answered before.
             let reused = self.reused;
-            let sender = self.ready(ep).await?;
+            let sender = self.sender.as_mut().expect("ready() set a sender");
             match sender.try_send_request(msg).await {
                 Ok(r) => break r,
                 Err(mut e) => {

@@ -557,6 +557,49 @@ static NETNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 pub struct Netns {
     pub name: String,
     host_if: String,
+    // Declared last: released after the rig is removed (fields drop in order).
+    _lock: MachineLock,
+}
+
+/// A machine-wide lock: a directory created atomically, holding its owner's pid; taken over
+/// when the owner is gone, waited for (bounded) otherwise.
+struct MachineLock(std::path::PathBuf);
+
+impl MachineLock {
+    fn take() -> Result<MachineLock, String> {
+        let dir = std::env::temp_dir().join("preflight-netns-rig.lock");
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        loop {
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {
+                    let _ = std::fs::write(dir.join("pid"), std::process::id().to_string());
+                    return Ok(MachineLock(dir));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(dir.join("pid")).unwrap_or_default();
+                    let owner = owner.trim();
+                    if !owner.is_empty() && !Path::new(&format!("/proc/{owner}")).exists() {
+                        let _ = std::fs::remove_dir_all(&dir);
+                        continue;
+                    }
+                    if std::time::Instant::now() > end {
+                        return Err(format!(
+                            "{} held by pid {owner} for 10 minutes",
+                            dir.display()
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                Err(e) => return Err(format!("{}: {e}", dir.display())),
+            }
+        }
+    }
+}
+
+impl Drop for MachineLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -578,24 +621,25 @@ fn ip(args: &[&str]) -> Result<(), String> {
 impl Netns {
     /// Creates the rig, or says why this machine does not allow it.
     pub fn create() -> Result<Netns, String> {
-        let tag = format!("{}", std::process::id() % 100_000);
+        let tag = format!("{}", std::process::id());
         let name = format!("pfreach{tag}");
         let host_if = format!("pfh{tag}");
         let ns_if = format!("pfn{tag}");
-        // A rig left by a killed run of this test (same interface prefix) holds the
-        // addresses: remove it first. Only interfaces this test names are touched.
+        // The addresses are fixed, so one rig at a time on the machine, across processes
+        // (other worktrees run this test too): a lock directory naming its owner's pid.
+        let lock = MachineLock::take()?;
+        // A rig left by a killed run of this test (same interface prefix, owner process
+        // gone) holds the addresses: remove it first. A live process's rig is never touched.
         if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 if let Some(old) = line.split(": ").nth(1).and_then(|n| n.split('@').next()) {
-                    // Only a rig whose process is gone: another test process (a second
-                    // checkout's suite) may be using its own right now.
-                    if old.starts_with("pfh")
-                        && old[3..].chars().all(|c| c.is_ascii_digit())
-                        && old[3..] != tag
-                        && !std::path::Path::new(&format!("/proc/{}", &old[3..])).exists()
+                    let owner = old.strip_prefix("pfh").unwrap_or("");
+                    if !owner.is_empty()
+                        && owner.chars().all(|c| c.is_ascii_digit())
+                        && !Path::new(&format!("/proc/{owner}")).exists()
                     {
                         let _ = ip(&["link", "del", old]);
-                        let _ = ip(&["netns", "del", &format!("pfreach{}", &old[3..])]);
+                        let _ = ip(&["netns", "del", &format!("pfreach{owner}")]);
                     }
                 }
             }
@@ -604,6 +648,7 @@ impl Netns {
         let ns = Netns {
             name: name.clone(),
             host_if: host_if.clone(),
+            _lock: lock,
         };
         ip(&[
             "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
