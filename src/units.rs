@@ -119,17 +119,17 @@ impl fmt::Display for Dur {
         let ns = d.as_nanos();
         let (v, u) = if ns == 0 {
             return f.write_str("0s");
-        } else if ns % 86_400_000_000_000 == 0 {
+        } else if ns.is_multiple_of(86_400_000_000_000) {
             (ns / 86_400_000_000_000, "d")
-        } else if ns % 3_600_000_000_000 == 0 {
+        } else if ns.is_multiple_of(3_600_000_000_000) {
             (ns / 3_600_000_000_000, "h")
-        } else if ns % 60_000_000_000 == 0 {
+        } else if ns.is_multiple_of(60_000_000_000) {
             (ns / 60_000_000_000, "m")
-        } else if ns % 1_000_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000_000) {
             (ns / 1_000_000_000, "s")
-        } else if ns % 1_000_000 == 0 {
+        } else if ns.is_multiple_of(1_000_000) {
             (ns / 1_000_000, "ms")
-        } else if ns % 1_000 == 0 {
+        } else if ns.is_multiple_of(1_000) {
             (ns / 1_000, "us")
         } else {
             return write!(f, "{}ms", d.as_secs_f64() * 1e3);
@@ -177,7 +177,7 @@ impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, m) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if b >= m && b % m == 0 {
+            if b >= m && b.is_multiple_of(m) {
                 return write!(f, "{}{unit}", b / m);
             }
         }

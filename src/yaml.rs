@@ -305,10 +305,8 @@ fn scalar_value(s: &str, style: TScalarStyle) -> Value {
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         && s.chars().any(|c| c.is_ascii_digit());
-    if looks_numeric {
-        if let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
-            return Value::Number(n);
-        }
+    if looks_numeric && let Some(n) = s.parse::<f64>().ok().and_then(Number::from_f64) {
+        return Value::Number(n);
     }
     Value::String(s.to_string())
 }
@@ -346,10 +344,10 @@ impl MarkedEventReceiver for Builder<'_> {
                     if first_key {
                         let (pointer, _) = self.next_pointer();
                         let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p);
-                        if let Some(span) = self.spans.get_mut(parent) {
-                            if pos.offset < span.value.offset {
-                                span.value = pos;
-                            }
+                        if let Some(span) = self.spans.get_mut(parent)
+                            && pos.offset < span.value.offset
+                        {
+                            span.value = pos;
                         }
                     }
                     return;

@@ -56,11 +56,10 @@ impl Spec {
             ("/stdout_matches", &self.stdout_matches),
             ("/stderr_matches", &self.stderr_matches),
         ] {
-            if let Some(re) = re {
-                if let Err(e) = regex::Regex::new(re) {
+            if let Some(re) = re
+                && let Err(e) = regex::Regex::new(re) {
                     p.error(field, crate::checks::codes::BAD_REGEX, format!("invalid regex: {e}"), "");
                 }
-            }
         }
     }
 }

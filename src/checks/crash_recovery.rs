@@ -291,11 +291,10 @@ async fn wait_ready(
             .min(ctx.remaining()?);
     let probe = ctx.http()?;
     while Instant::now() < poll_until {
-        if let Ok(r) = probe.get("/readyz").await {
-            if r.status == 200 {
+        if let Ok(r) = probe.get("/readyz").await
+            && r.status == 200 {
                 return Ok(Some(killed_at.elapsed()));
             }
-        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(None)

@@ -36,8 +36,8 @@ fn yes() -> bool {
 
 impl Spec {
     fn check_fields(&self, p: &mut Problems) {
-        if let Some(m) = &self.mode {
-            if u32::from_str_radix(m.trim_start_matches("0o"), 8).is_err() {
+        if let Some(m) = &self.mode
+            && u32::from_str_radix(m.trim_start_matches("0o"), 8).is_err() {
                 p.error(
                     "/mode",
                     BAD_MODE,
@@ -45,7 +45,6 @@ impl Spec {
                     "write e.g. \"0644\"",
                 );
             }
-        }
         for (i, re) in self.matches.iter().enumerate() {
             if let Err(e) = regex::Regex::new(re) {
                 p.error(

@@ -77,8 +77,8 @@ impl Spec {
                 );
             }
         }
-        if let Some(re) = &self.expect.body_matches {
-            if let Err(e) = regex::Regex::new(re) {
+        if let Some(re) = &self.expect.body_matches
+            && let Err(e) = regex::Regex::new(re) {
                 p.error(
                     "/expect/body_matches",
                     crate::checks::codes::BAD_REGEX,
@@ -86,7 +86,6 @@ impl Spec {
                     "",
                 );
             }
-        }
         for (name, re) in &self.expect.headers {
             if let Err(e) = regex::Regex::new(re) {
                 p.error(

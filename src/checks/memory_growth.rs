@@ -380,7 +380,7 @@ async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
             work.run(step).await?;
             done += step;
             samples.push((done as f64, sampler.rss(ctx).await? as f64));
-            if done % (every * 10) == 0 {
+            if done.is_multiple_of(every * 10) {
                 ctx.progress(&format!("iteration {done}/{target}"));
             }
         }

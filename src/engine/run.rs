@@ -215,11 +215,11 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         redact_result(r, &redactor);
     }
 
-    if let Ok(t) = &target {
-        if let Some(ProcessControl::Spawned(s)) = &t.process {
-            opts.progress.message("stopping the core service");
-            s.stop(STOP_GRACE).await;
-        }
+    if let Ok(t) = &target
+        && let Some(ProcessControl::Spawned(s)) = &t.process
+    {
+        opts.progress.message("stopping the core service");
+        s.stop(STOP_GRACE).await;
     }
 
     let decision = gate::decide(

@@ -84,28 +84,28 @@ pub fn human(
         let blue = paint(BLUE);
         let reset = paint(RESET);
         let mut gutter_width = 1;
-        if let Some(p) = d.pos {
-            if let Some(src) = sources.line(&d.file, p.line) {
-                let src = redact(&src);
-                let num = p.line.to_string();
-                gutter_width = num.len();
-                let pad = " ".repeat(gutter_width);
-                // The caret goes under the column, counted in characters; tabs are kept so the
-                // caret lines up in any terminal.
-                let before: String = src
-                    .chars()
-                    .take(p.col.saturating_sub(1))
-                    .map(|c| if c == '\t' { '\t' } else { ' ' })
-                    .collect();
-                let width = token_width(&src, p.col);
-                writeln!(out, "{blue}{pad} |{reset}")?;
-                writeln!(out, "{blue}{num} |{reset} {src}")?;
-                writeln!(
-                    out,
-                    "{blue}{pad} |{reset} {before}{colour}{}{reset}",
-                    "^".repeat(width)
-                )?;
-            }
+        if let Some(p) = d.pos
+            && let Some(src) = sources.line(&d.file, p.line)
+        {
+            let src = redact(&src);
+            let num = p.line.to_string();
+            gutter_width = num.len();
+            let pad = " ".repeat(gutter_width);
+            // The caret goes under the column, counted in characters; tabs are kept so the
+            // caret lines up in any terminal.
+            let before: String = src
+                .chars()
+                .take(p.col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let width = token_width(&src, p.col);
+            writeln!(out, "{blue}{pad} |{reset}")?;
+            writeln!(out, "{blue}{num} |{reset} {src}")?;
+            writeln!(
+                out,
+                "{blue}{pad} |{reset} {before}{colour}{}{reset}",
+                "^".repeat(width)
+            )?;
         }
         if let Some(h) = &d.hint {
             writeln!(

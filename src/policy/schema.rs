@@ -188,12 +188,13 @@ fn strip_null(v: &mut Value) {
                     .iter()
                     .filter(|a| a.get("type") != Some(&json!("null")))
                     .collect();
-                if rest.len() == 1 && alts.len() == 2 {
-                    if let Value::Object(inner) = rest[0].clone() {
-                        obj.remove("anyOf");
-                        for (k, val) in inner {
-                            obj.entry(k).or_insert(val);
-                        }
+                if rest.len() == 1
+                    && alts.len() == 2
+                    && let Value::Object(inner) = rest[0].clone()
+                {
+                    obj.remove("anyOf");
+                    for (k, val) in inner {
+                        obj.entry(k).or_insert(val);
                     }
                 }
             }

@@ -465,10 +465,10 @@ pub async fn run(
                     missed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
-                if let Some(b) = &budget {
-                    if b.take(1).is_err() {
-                        break;
-                    }
+                if let Some(b) = &budget
+                    && b.take(1).is_err()
+                {
+                    break;
                 }
                 sent += 1;
                 let res =

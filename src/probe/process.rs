@@ -6,10 +6,10 @@ use crate::probe::http::Http;
 
 /// RSS in bytes of a local process.
 pub fn rss_of_pid(pid: u32) -> Result<u64, CheckError> {
-    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        if let Some(kib) = parse_vmrss(&text) {
-            return Ok(kib * 1024);
-        }
+    if let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        && let Some(kib) = parse_vmrss(&text)
+    {
+        return Ok(kib * 1024);
     }
     rss_sysinfo(pid)
 }

@@ -184,12 +184,11 @@ pub fn find_rustls_error<'a>(
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_rustls_error(inner) {
-                    return Some(found);
-                }
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = find_rustls_error(inner)
+        {
+            return Some(found);
         }
         cur = err.source();
     }

@@ -328,11 +328,11 @@ fn assert_loader_total(text: &str) {
         assert!(!diags.is_empty());
         let lines = text.lines().count() + 1;
         for d in &diags {
-            if let Some(p) = d.pos {
-                if d.file == path {
-                    assert!(p.line >= 1 && p.line <= lines.max(1) + 1, "{d:?}");
-                    assert!(p.offset <= text.len(), "{d:?}");
-                }
+            if let Some(p) = d.pos
+                && d.file == path
+            {
+                assert!(p.line >= 1 && p.line <= lines.max(1) + 1, "{d:?}");
+                assert!(p.offset <= text.len(), "{d:?}");
             }
         }
     }

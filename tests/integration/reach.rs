@@ -206,7 +206,7 @@ pub fn closing_server(
                     if read != Ok(true) {
                         return;
                     }
-                    if drop_every.is_some_and(|d| nth % d == 0) {
+                    if drop_every.is_some_and(|d| nth.is_multiple_of(d)) {
                         return; // closed without an answer
                     }
                     let head = String::from_utf8_lossy(&buf);

@@ -105,10 +105,10 @@ impl Operator {
     fn wait_ready(&mut self, not: Option<u32>) -> u32 {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(pid) = self.pid().filter(|p| Some(*p) != not && is_alive(*p)) {
-                if http(self.port, "GET", "/readyz", None).0 == 200 {
-                    return pid;
-                }
+            if let Some(pid) = self.pid().filter(|p| Some(*p) != not && is_alive(*p))
+                && http(self.port, "GET", "/readyz", None).0 == 200
+            {
+                return pid;
             }
             if Instant::now() > end {
                 let out = std::fs::read_to_string(self.dir.path().join("serve.out"));

@@ -222,18 +222,19 @@ impl Loader<'_> {
         mut doc: Document,
     ) -> Option<Layer> {
         let interp = self.interpolate(file, &mut doc);
-        if let Some(v) = doc.value.get("version") {
-            if v.as_u64() != Some(1) && (v.is_number()) {
-                let pos = doc.locate("/version");
-                self.file_diag(
-                    codes::UNSUPPORTED_VERSION,
-                    file,
-                    Some(pos),
-                    format!("policy language version {v} is not supported"),
-                );
-                if let Some(d) = self.diags.last_mut() {
-                    d.hint = Some("this preflight reads `version: 1`".into());
-                }
+        if let Some(v) = doc.value.get("version")
+            && v.as_u64() != Some(1)
+            && (v.is_number())
+        {
+            let pos = doc.locate("/version");
+            self.file_diag(
+                codes::UNSUPPORTED_VERSION,
+                file,
+                Some(pos),
+                format!("policy language version {v} is not supported"),
+            );
+            if let Some(d) = self.diags.last_mut() {
+                d.hint = Some("this preflight reads `version: 1`".into());
             }
         }
         let loc_of = |p: &str, span: NodeSpan| Loc {

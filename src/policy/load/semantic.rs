@@ -72,53 +72,53 @@ pub(super) fn semantic(
     // Waivers.
     if let Some(ws) = value.get("waivers").and_then(Value::as_array) {
         for (k, w) in ws.iter().enumerate() {
-            if let Some(id) = w.get("check").and_then(Value::as_str) {
-                if !first.contains_key(id) {
-                    let hint = did_you_mean(id, &known)
-                        .map(|s| format!("did you mean `{s}`?"))
-                        .unwrap_or_else(|| "remove the waiver, or fix the check id".into());
-                    out.push(
-                        Pending::error(
-                            codes::WAIVER_UNKNOWN_CHECK,
-                            format!("/waivers/{k}/check"),
-                            format!("waiver for `{id}`, which is not a check in this policy"),
-                        )
-                        .hint(hint),
-                    );
-                }
+            if let Some(id) = w.get("check").and_then(Value::as_str)
+                && !first.contains_key(id)
+            {
+                let hint = did_you_mean(id, &known)
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| "remove the waiver, or fix the check id".into());
+                out.push(
+                    Pending::error(
+                        codes::WAIVER_UNKNOWN_CHECK,
+                        format!("/waivers/{k}/check"),
+                        format!("waiver for `{id}`, which is not a check in this policy"),
+                    )
+                    .hint(hint),
+                );
             }
             let expires = w
                 .get("expires")
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<chrono::NaiveDate>().ok());
-            if let Some(date) = expires {
-                if date < today {
-                    let id = w.get("check").and_then(Value::as_str).unwrap_or("?");
-                    out.push(Pending {
-                        level: Level::Warning,
-                        code: codes::WAIVER_EXPIRED,
-                        pointer: format!("/waivers/{k}/expires"),
-                        at_key: false,
-                        message: format!(
-                            "the waiver for `{id}` expired on {date}: the check blocks again"
-                        ),
-                        hint: Some("renew it with a current reason and date, or remove it".into()),
-                    });
-                }
+            if let Some(date) = expires
+                && date < today
+            {
+                let id = w.get("check").and_then(Value::as_str).unwrap_or("?");
+                out.push(Pending {
+                    level: Level::Warning,
+                    code: codes::WAIVER_EXPIRED,
+                    pointer: format!("/waivers/{k}/expires"),
+                    at_key: false,
+                    message: format!(
+                        "the waiver for `{id}` expired on {date}: the check blocks again"
+                    ),
+                    hint: Some("renew it with a current reason and date, or remove it".into()),
+                });
             }
         }
     }
-    if let Some(Value::Array(b)) = value.pointer("/gate/block_on") {
-        if b.is_empty() {
-            out.push(Pending {
-                level: Level::Warning,
-                code: codes::GATE_NEVER_BLOCKS,
-                pointer: "/gate/block_on".into(),
-                at_key: false,
-                message: "`block_on` is empty: the verdict is GO whatever fails".into(),
-                hint: Some("e.g. `block_on: [critical, high]`".into()),
-            });
-        }
+    if let Some(Value::Array(b)) = value.pointer("/gate/block_on")
+        && b.is_empty()
+    {
+        out.push(Pending {
+            level: Level::Warning,
+            code: codes::GATE_NEVER_BLOCKS,
+            pointer: "/gate/block_on".into(),
+            at_key: false,
+            message: "`block_on` is empty: the verdict is GO whatever fails".into(),
+            hint: Some("e.g. `block_on: [critical, high]`".into()),
+        });
     }
     if raw_checks.is_empty() && value.is_object() && !out.iter().any(|p| p.level == Level::Error) {
         out.push(Pending {
