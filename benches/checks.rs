@@ -22,8 +22,8 @@ use preflight::checks::CheckSpec;
 use preflight::outcome::Status;
 use preflight::probe::load::{self, Endpoint, LoadConfig, Request};
 use preflight::secret::Secret;
+use preflight::target::Ctx;
 use preflight::target::spawn::{SpawnRequest, Spawned};
-use preflight::target::{Budget, Ctx};
 use preflight::target::{ProcessControl, Target};
 use preflight::units::RequestLine;
 
@@ -57,17 +57,17 @@ async fn spawn(config: &str) -> Target {
 }
 
 fn ctx(target: Arc<Target>, second_octet: u8) -> Ctx {
+    let ip = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(127, second_octet, c, d));
+    let extra = (1..=64).map(|d| ip(1, d)).collect();
     Ctx {
-        target,
-        source: IpAddr::V4(Ipv4Addr::new(127, second_octet, 0, 1)),
-        extra_sources: (1..=64)
-            .map(|d| IpAddr::V4(Ipv4Addr::new(127, second_octet, 1, d)))
-            .collect(),
-        shared_sources: false,
-        deadline: tokio::time::Instant::now() + Duration::from_secs(300),
-        budget: Budget::new(10_000_000),
         policy_dir: root(),
-        progress: Arc::new(|_| {}),
+        ..Ctx::standalone(
+            target,
+            ip(0, 1),
+            extra,
+            Duration::from_secs(300),
+            10_000_000,
+        )
     }
 }
 

@@ -24,9 +24,9 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Serve(#[from] crate::service::ServeError),
+    Serve(#[from] preflight::service::ServeError),
     #[error(transparent)]
-    Status(#[from] crate::service::StatusError),
+    Status(#[from] preflight::service::StatusError),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
     #[error(transparent)]
@@ -140,7 +140,7 @@ pub struct CheckArgs {
     /// A client address (IP or CIDR of this machine) checks may send from, for a target not
     /// on loopback; repeatable, added to `target.source_addresses`.
     #[arg(long = "source-address", value_name = "ADDR|CIDR")]
-    pub source_addresses: Vec<crate::policy::model::AddressRange>,
+    pub source_addresses: Vec<preflight::policy::model::AddressRange>,
     /// Service profile for the spawned service (default config/core.yaml).
     #[arg(long, value_name = "PROFILE", conflicts_with = "target")]
     pub config: Option<PathBuf>,
@@ -224,8 +224,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
 }
 
 fn check(args: CheckArgs) -> Result<u8, Error> {
-    use crate::engine::run::{CheckFailure, CheckOptions, NoProgress, Progress};
-    use crate::report::{Format, RenderOpts, Verdict};
+    use preflight::engine::run::{CheckFailure, CheckOptions, NoProgress, Progress};
+    use preflight::report::{Format, RenderOpts, Verdict};
     use std::sync::Arc;
 
     let format = match args.format {
@@ -253,14 +253,14 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     } else {
         args.policies
     };
-    let loaded = match crate::policy::load(&policy_files) {
+    let loaded = match preflight::policy::load(&policy_files) {
         Ok(l) => l,
         Err(diags) => {
-            let opts = crate::policy::render::RenderOpts {
+            let opts = preflight::policy::render::RenderOpts {
                 color: std::io::stderr().is_terminal(),
             };
-            let mut sources = crate::policy::render::Sources::new();
-            crate::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
+            let mut sources = preflight::policy::render::Sources::new();
+            preflight::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
             let errors = diags.iter().filter(|d| d.is_error()).count();
             eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
             return Ok(exit::USAGE);
@@ -283,7 +283,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         secrets: loaded.secrets,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = match runtime.block_on(crate::engine::run::check(opts)) {
+    let report = match runtime.block_on(preflight::engine::run::check(opts)) {
         Ok(r) => r,
         Err(CheckFailure::Usage(msg)) => {
             eprintln!("error: {msg}");
@@ -299,7 +299,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     match &args.output {
         Some(path) => {
             let mut buf = Vec::new();
-            crate::report::write(format, &report, &mut buf, &render)?;
+            preflight::report::write(format, &report, &mut buf, &render)?;
             std::fs::write(path, buf).map_err(|source| Error::WriteReport {
                 path: path.clone(),
                 source,
@@ -314,7 +314,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            crate::report::write(format, &report, &mut lock, &render)?;
+            preflight::report::write(format, &report, &mut lock, &render)?;
         }
     }
     Ok(match report.verdict {
@@ -325,7 +325,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
 }
 
 fn serve(args: ServeArgs) -> Result<u8, Error> {
-    let service = crate::service::start(crate::service::ServeOptions {
+    let service = preflight::service::start(preflight::service::ServeOptions {
         config: args.config,
         listen: args.listen,
         data_dir: args.data_dir,
@@ -343,7 +343,7 @@ fn serve(args: ServeArgs) -> Result<u8, Error> {
 }
 
 fn status(args: StatusArgs) -> Result<u8, Error> {
-    let line = crate::service::status_line(&args.data_dir, &args.format)?;
+    let line = preflight::service::status_line(&args.data_dir, &args.format)?;
     println!("{line}");
     Ok(exit::GO)
 }
@@ -360,7 +360,7 @@ pub struct LintArgs {
 }
 
 fn lint(args: LintArgs) -> Result<u8, Error> {
-    use crate::policy::render;
+    use preflight::policy::render;
 
     let roots = if args.paths.is_empty() {
         vec![PathBuf::from("policies")]
@@ -375,7 +375,7 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
             )));
         }
     }
-    let files = crate::policy::find_policy_files(&roots)?;
+    let files = preflight::policy::find_policy_files(&roots)?;
     if files.is_empty() {
         return Err(Error::Usage(
             "no policy files (*.yaml, *.yml, *.md with ```preflight blocks) found".into(),
@@ -383,11 +383,11 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
     }
     let mut diags = Vec::new();
     for f in &files {
-        let opts = crate::policy::Options {
+        let opts = preflight::policy::Options {
             missing_env_warns: true,
             ..Default::default()
         };
-        match crate::policy::load_with(std::slice::from_ref(f), &opts) {
+        match preflight::policy::load_with(std::slice::from_ref(f), &opts) {
             Ok(loaded) => diags.extend(loaded.warnings),
             Err(d) => diags.extend(d),
         }
@@ -415,7 +415,7 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
 fn schema() -> Result<u8, Error> {
     println!(
         "{}",
-        serde_json::to_string_pretty(&crate::policy::schema::schema())?
+        serde_json::to_string_pretty(&preflight::policy::schema::schema())?
     );
     Ok(exit::GO)
 }

@@ -8,12 +8,12 @@
 //! [`probe`] (HTTP, paced load, processes, Prometheus text; measures, never decides) ·
 //! [`checks`] (one file per kind: spec, measuring, a pure judge; one registry) ·
 //! [`policy`] (load, validate, schema) · [`report`] (plain data and one renderer per format) ·
-//! [`engine`] (plan, run, gate) · [`cli`].
+//! [`engine`] (plan, run, gate) · and above them the binary's `cli` (`src/cli.rs`, arguments and
+//! output: the only code that prints).
 //! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
 //! files; it imports nothing above [`units`] and [`yaml`].
 
 pub mod checks;
-pub mod cli;
 pub mod engine;
 pub mod http_client;
 pub mod outcome;

@@ -1,18 +1,21 @@
-//! The `preflight` binary: parses arguments, hands over to [`preflight::cli`], and prints a
-//! command's error with its causes (`error: what: why`) — anyhow lives only here.
+//! The `preflight` binary: parses arguments, hands over to [`cli`], and prints a command's
+//! error with its causes (`error: what: why`) — anyhow and every print live only here, in
+//! the binary; the library returns values and writes only to the writers it is given.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
 
+mod cli;
+
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
-    let cli = preflight::cli::Cli::parse();
-    match preflight::cli::run(cli) {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::from(e));
-            ExitCode::from(preflight::cli::exit::USAGE)
+            ExitCode::from(cli::exit::USAGE)
         }
     }
 }

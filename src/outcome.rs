@@ -155,6 +155,21 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A kind's result as the engine settles it: an outcome keeps its own status; an error
+    /// becomes the status it gives (ERROR, SKIP, INCONCLUSIVE) with its message as summary.
+    pub fn settle(res: Result<Outcome, CheckError>) -> (Status, Outcome) {
+        match res {
+            Ok(o) => (o.status(), o),
+            Err(e) => (
+                e.status(),
+                Outcome {
+                    summary: e.to_string(),
+                    ..Outcome::default()
+                },
+            ),
+        }
+    }
+
     /// FAIL when an observation does not hold; otherwise INCONCLUSIVE when the judge said
     /// the evidence cannot decide; PASS when there is at least one observation and all hold.
     pub fn status(&self) -> Status {

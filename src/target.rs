@@ -300,6 +300,28 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A context for one check run on its own, outside a planned run (tests, benchmarks, a
+    /// tool embedding one check): from `source` plus `extra_sources`, `time` to finish,
+    /// `requests` of budget, relative paths from the current directory, no progress output.
+    pub fn standalone(
+        target: Arc<Target>,
+        source: IpAddr,
+        extra_sources: Vec<IpAddr>,
+        time: std::time::Duration,
+        requests: u64,
+    ) -> Ctx {
+        Ctx {
+            target,
+            source,
+            extra_sources,
+            shared_sources: false,
+            deadline: Instant::now() + time,
+            budget: Budget::new(requests),
+            policy_dir: ".".into(),
+            progress: Arc::new(|_| {}),
+        }
+    }
+
     /// Time left before the deadline; an error once it has passed.
     pub fn remaining(&self) -> Result<std::time::Duration, CheckError> {
         let now = Instant::now();

@@ -472,7 +472,6 @@ mod tests {
     use super::*;
     use crate::outcome::Status;
     use crate::secret::Secret;
-    use crate::target::Budget;
     use crate::target::{ProcessControl, Target};
 
     fn ctx(pid_file: &std::path::Path, restart: &[&str]) -> Ctx {
@@ -482,16 +481,8 @@ mod tests {
             pid_file: pid_file.to_path_buf(),
             restart: restart.iter().map(|s| s.to_string()).collect(),
         });
-        Ctx {
-            target: std::sync::Arc::new(t),
-            source: "127.0.0.1".parse().unwrap(),
-            extra_sources: vec![],
-            shared_sources: false,
-            deadline: Instant::now() + Duration::from_secs(10),
-            budget: Budget::new(1000),
-            policy_dir: ".".into(),
-            progress: std::sync::Arc::new(|_| {}),
-        }
+        let source = "127.0.0.1".parse().unwrap();
+        Ctx::standalone(std::sync::Arc::new(t), source, vec![], Duration::from_secs(10), 1000)
     }
 
     fn spec() -> Spec {

@@ -4,8 +4,10 @@
 //!
 //! [`measure`] runs the load and returns plain [`Measurements`]; [`judge`] decides from them
 //! alone. Every request due before the end of the run counts: answered with a success status,
-//! or an error; one never sent (the generator blocked behind a stalled target) is an error
-//! and has the latency from its intended start to the run's end.
+//! or an error. A request picked up late is still sent (up to `load::late_grace` after the
+//! end) with its latency from its intended start; one never sent (the target held every
+//! connection past that) is an error and has the latency from its intended start to the
+//! run's end.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -530,7 +532,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     );
     if v.unsent > 0 {
         out.summary.push_str(&format!(
-            "; {} of {} due requests were not sent before the end (the target held every connection): \
+            "; {} of {} due requests were not sent by the end of the run and its grace (the target held every connection): \
              counted as errors, with their latency to the run's end",
             v.unsent, v.due
         ));

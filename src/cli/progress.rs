@@ -1,5 +1,5 @@
 //! Live progress on stderr while checks run: one indicatif spinner per running check, fed by
-//! [`crate::target::Ctx::progress`], replaced by a one-line result when it finishes. Only
+//! [`preflight::target::Ctx::progress`], replaced by a one-line result when it finishes. Only
 //! used when stderr is a terminal.
 
 use std::collections::HashMap;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::engine::run::Progress;
-use crate::outcome::Status;
-use crate::target::ProgressFn;
+use preflight::engine::run::Progress;
+use preflight::outcome::Status;
+use preflight::target::ProgressFn;
 
 /// Spinners on stderr.
 pub struct Spinners {

@@ -60,6 +60,8 @@ fn references(module: &str, text: &str, known: &BTreeSet<String>) -> BTreeSet<St
         let code = line.split("//").next().unwrap_or("");
         for (start, base) in [
             ("crate::", vec![]),
+            // the binary's modules (`cli`) name the library by its crate name
+            ("preflight::", vec![]),
             ("super::", parent[..parent.len() - 1].to_vec()),
         ] {
             let mut rest = code;

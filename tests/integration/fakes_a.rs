@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use preflight::checks::CheckSpec;
 use preflight::outcome::{Outcome, Status};
-use preflight::target::{Budget, Ctx, Target};
+use preflight::target::{Ctx, Target};
 use tokio::time::Instant;
 
 use crate::support::timing;
@@ -26,16 +26,15 @@ fn ip(a: u8, b: u8, c: u8) -> IpAddr {
 /// A check context over `url` from `127.a.b.1`, with 16 further addresses `127.a.b+1.N`,
 /// `secs` to run.
 fn ctx(url: &str, a: u8, b: u8, secs: u64) -> Ctx {
-    Ctx {
-        target: Arc::new(Target::remote(url)),
-        source: ip(a, b, 1),
-        extra_sources: (1..=16).map(|d| ip(a, b + 1, d)).collect(),
-        shared_sources: false,
-        deadline: Instant::now() + Duration::from_secs(secs),
-        budget: Budget::new(100_000),
-        policy_dir: ".".into(),
-        progress: Arc::new(|_| {}),
-    }
+    let extra = (1..=16).map(|d| ip(a, b + 1, d)).collect();
+    let target = Arc::new(Target::remote(url));
+    Ctx::standalone(
+        target,
+        ip(a, b, 1),
+        extra,
+        Duration::from_secs(secs),
+        100_000,
+    )
 }
 
 fn spec(v: serde_json::Value) -> CheckSpec {
@@ -43,16 +42,7 @@ fn spec(v: serde_json::Value) -> CheckSpec {
 }
 
 async fn run(spec: &CheckSpec, ctx: &Ctx) -> (Status, Outcome) {
-    match spec.run(ctx).await {
-        Ok(o) => (o.status(), o),
-        Err(e) => (
-            e.status(),
-            Outcome {
-                summary: e.to_string(),
-                ..Outcome::default()
-            },
-        ),
-    }
+    Outcome::settle(spec.run(ctx).await)
 }
 
 fn explain(o: &Outcome) -> String {

@@ -11,35 +11,19 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use preflight::checks::CheckSpec;
 use preflight::outcome::{Outcome, Status};
-use preflight::target::{Budget, Ctx, Target};
+use preflight::target::{Ctx, Target};
 
 /// A check context over the server at `url` from `127.45.b.1` (plus 4 more addresses).
 fn ctx(url: &str, b: u8) -> Ctx {
     let ip = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(127, 45, c, d));
-    Ctx {
-        target: Arc::new(Target::remote(url)),
-        source: ip(b, 1),
-        extra_sources: (2..=5).map(|d| ip(b, d)).collect(),
-        shared_sources: false,
-        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-        budget: Budget::new(100_000),
-        policy_dir: ".".into(),
-        progress: Arc::new(|_| {}),
-    }
+    let extra = (2..=5).map(|d| ip(b, d)).collect();
+    let target = Arc::new(Target::remote(url));
+    Ctx::standalone(target, ip(b, 1), extra, Duration::from_secs(60), 100_000)
 }
 
 async fn run(spec: serde_json::Value, url: &str, b: u8) -> (Status, Outcome) {
     let spec: CheckSpec = serde_json::from_value(spec).expect("valid spec");
-    match spec.run(&ctx(url, b)).await {
-        Ok(o) => (o.status(), o),
-        Err(e) => (
-            e.status(),
-            Outcome {
-                summary: e.to_string(),
-                ..Outcome::default()
-            },
-        ),
-    }
+    Outcome::settle(spec.run(&ctx(url, b)).await)
 }
 
 async fn serve(app: axum::Router) -> String {

@@ -345,7 +345,7 @@ fn a_server_dropping_requests_still_fails_load_slo() {
 /// because the previous answer closed its connection.
 #[tokio::test]
 async fn the_check_client_survives_a_server_closing_every_connection() {
-    use preflight::target::{Budget, Ctx, Target};
+    use preflight::target::{Ctx, Target};
     for style in [Style::Http10, Style::Http11Close] {
         let server = closing_server(
             style,
@@ -356,19 +356,14 @@ async fn the_check_client_survives_a_server_closing_every_connection() {
             std::time::Duration::from_secs(60),
             None,
         );
-        let ctx = Ctx {
-            target: std::sync::Arc::new(Target::remote(&format!(
-                "http://127.0.0.1:{}",
-                server.port
-            ))),
-            source: support::fresh_ip(),
-            extra_sources: vec![],
-            shared_sources: false,
-            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(60),
-            budget: Budget::new(1000),
-            policy_dir: ".".into(),
-            progress: std::sync::Arc::new(|_| {}),
-        };
+        let target = Target::remote(&format!("http://127.0.0.1:{}", server.port));
+        let ctx = Ctx::standalone(
+            std::sync::Arc::new(target),
+            support::fresh_ip(),
+            vec![],
+            std::time::Duration::from_secs(60),
+            1000,
+        );
         let http = ctx.http().unwrap();
         for i in 0..50 {
             let r = http.get("/ok").await;

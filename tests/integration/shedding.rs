@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use preflight::checks::CheckSpec;
 use preflight::outcome::{Outcome, Status};
-use preflight::target::{Budget, Ctx, Target};
+use preflight::target::{Ctx, Target};
 
 /// How a fake treats a request past its bound of [`BOUND`] in flight.
 #[derive(Clone, Copy)]
@@ -77,30 +77,14 @@ async fn serve(app: axum::Router) -> String {
 
 fn ctx(url: &str, b: u8) -> Ctx {
     let ip = |c: u8, d: u8| std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 31, c, d));
-    Ctx {
-        target: Arc::new(Target::remote(url)),
-        source: ip(b, 1),
-        extra_sources: (1..=8).map(|d| ip(b + 1, d)).collect(),
-        shared_sources: false,
-        deadline: tokio::time::Instant::now() + Duration::from_secs(60),
-        budget: Budget::new(10_000),
-        policy_dir: ".".into(),
-        progress: Arc::new(|_| {}),
-    }
+    let extra = (1..=8).map(|d| ip(b + 1, d)).collect();
+    let target = Arc::new(Target::remote(url));
+    Ctx::standalone(target, ip(b, 1), extra, Duration::from_secs(60), 10_000)
 }
 
 async fn run(spec: serde_json::Value, ctx: &Ctx) -> (Status, Outcome) {
     let spec: CheckSpec = serde_json::from_value(spec).expect("valid spec");
-    match spec.run(ctx).await {
-        Ok(o) => (o.status(), o),
-        Err(e) => (
-            e.status(),
-            Outcome {
-                summary: e.to_string(),
-                ..Outcome::default()
-            },
-        ),
-    }
+    Outcome::settle(spec.run(ctx).await)
 }
 
 fn unmet(o: &Outcome) -> Vec<&str> {
