@@ -996,8 +996,6 @@ mod tests {
                 "{}: {changed:?}",
                 p.display()
             );
-            let c = Config::load(p).unwrap();
-            assert!(crate::service::faults::active(&c.faults), "{}", p.display());
         }
         let load = |n: &str| Config::load(&root.join(n)).unwrap().faults;
         assert_eq!(load("candidate-slow.yaml").latency, Dur::from_millis(20));
@@ -1005,7 +1003,6 @@ mod tests {
         assert_eq!((tail.fraction, tail.latency), (0.05, Dur::from_millis(200)));
         let errors = load("candidate-errors.yaml").errors;
         assert_eq!((errors.fraction, errors.status), (0.02, 500));
-        assert!(!crate::service::faults::active(&load("core.yaml")));
     }
 
     /// Every bad `faults` value at once, each at its position with what to write instead.

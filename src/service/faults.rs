@@ -363,6 +363,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_candidates_inject_faults_and_core_does_not() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let describe = |name: &str| {
+            let c = Config::load(&root.join(name)).unwrap_or_else(|e| panic!("{e}"));
+            Plan::new(&c.faults).describe()
+        };
+        assert_eq!(describe("core.yaml"), "");
+        assert_eq!(describe("candidate-slow.yaml"), "faults.latency: 20ms");
+        assert_eq!(
+            describe("candidate-tail.yaml"),
+            "faults.tail: {fraction: 0.05, latency: 200ms}"
+        );
+        assert_eq!(
+            describe("candidate-errors.yaml"),
+            "faults.errors: {fraction: 0.02, status: 500}"
+        );
+    }
+
+    #[test]
     fn the_plan_follows_the_config() {
         let cfg = |yaml: &str| {
             Config::parse("t.yaml", &format!("faults:\n{yaml}"))
