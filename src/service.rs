@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod config;
 pub mod detectors;
 pub mod error;
+pub mod faults;
 pub mod feed;
 pub mod graph;
 pub mod logs;
@@ -390,6 +391,7 @@ async fn run(
         None => None,
     };
     tracing::info!(code = "HB-START", %addr, seeded, "core service listening");
+    faults::announce(&state.cfg.faults);
     let tasks = spawn_background(state.clone());
     let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)

@@ -31,6 +31,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub detectors: DetectorsConfig,
     pub seed: Option<SeedConfig>,
+    pub faults: FaultsConfig,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             logs: LogsConfig::default(),
             detectors: DetectorsConfig::default(),
             seed: None,
+            faults: FaultsConfig::default(),
         }
     }
 }
@@ -268,6 +270,47 @@ impl Default for SeedConfig {
     }
 }
 
+/// Injected faults, for negative controls such as `config/candidate-*.yaml`: all off by
+/// default. Applied to the data routes (`/v1/…`) only (see `service::faults`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FaultsConfig {
+    /// Added to every data request; `0s` = none.
+    pub latency: Dur,
+    pub tail: TailFault,
+    pub errors: ErrorFault,
+}
+
+/// Extra latency on a random share of the data requests (a tail; the median is unchanged).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TailFault {
+    /// Share of the data requests, `0..=1`.
+    pub fraction: f64,
+    pub latency: Dur,
+}
+
+/// A random share of the data requests answered with `status` instead of running the handler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ErrorFault {
+    /// Share of the data requests, `0..=1`.
+    pub fraction: f64,
+    pub status: u16,
+}
+
+impl Default for ErrorFault {
+    fn default() -> Self {
+        ErrorFault {
+            fraction: 0.0,
+            status: 500,
+        }
+    }
+}
+
+/// The longest injected latency the config accepts: a fault is a slow service, not a hung one.
+pub const MAX_FAULT_LATENCY: Dur = Dur::from_secs(60);
+
 /// One problem in a config, located where the value was written (in the file of an
 /// `extends:` chain that wrote it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,6 +509,28 @@ impl Config {
         }
         if !(0.0..=2.0).contains(&self.detectors.correlation_break) {
             out.push(("detectors.correlation_break", "expected a number in 0..2"));
+        }
+        let latency = "expected a duration from 0s to 60s, e.g. 20ms";
+        let fraction = "expected a fraction from 0 to 1, e.g. 0.05 for 5 % of the data requests";
+        let f = &self.faults;
+        if f.latency > MAX_FAULT_LATENCY {
+            out.push(("faults.latency", latency));
+        }
+        if f.tail.latency > MAX_FAULT_LATENCY {
+            out.push(("faults.tail.latency", latency));
+        }
+        // `contains` is false for NaN too.
+        if !(0.0..=1.0).contains(&f.tail.fraction) {
+            out.push(("faults.tail.fraction", fraction));
+        }
+        if !(0.0..=1.0).contains(&f.errors.fraction) {
+            out.push(("faults.errors.fraction", fraction));
+        }
+        if !(400..=599).contains(&f.errors.status) {
+            out.push((
+                "faults.errors.status",
+                "expected an HTTP error status from 400 to 599, e.g. 500",
+            ));
         }
         if let Some(seed) = &self.seed
             && (seed.markets == 0 || seed.selections < 2 || seed.venues == 0 || seed.ticks < 2)
@@ -833,6 +898,7 @@ mod tests {
     fn shipped_profiles_load() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
         let mut paths = vec![root.join("core.yaml"), root.join("before-hardening.yaml")];
+        paths.extend(candidates());
         for e in std::fs::read_dir(root.join("regressions")).unwrap() {
             paths.push(e.unwrap().path());
         }
@@ -880,6 +946,100 @@ mod tests {
                 .collect();
             assert_eq!(changed.len(), 1, "{}: {changed:?}", p.display());
         }
+    }
+
+    /// The canary's negative controls, `config/candidate-*.yaml`.
+    fn candidates() -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&root)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("candidate-") && n.ends_with(".yaml"))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Guards the canary's negative controls (issue 9): each candidate profile is `core.yaml`
+    /// plus injected faults and nothing else, and injects some.
+    #[test]
+    fn each_candidate_profile_is_core_plus_faults_only() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let core = leaves(&root.join("core.yaml"));
+        let paths = candidates();
+        let names: Vec<_> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "candidate-errors.yaml",
+                "candidate-slow.yaml",
+                "candidate-tail.yaml"
+            ]
+        );
+        for p in &paths {
+            let prof = leaves(p);
+            let changed: std::collections::BTreeSet<&String> = prof
+                .keys()
+                .chain(core.keys())
+                .filter(|k| prof.get(*k) != core.get(*k))
+                .collect();
+            assert!(!changed.is_empty(), "{}", p.display());
+            assert!(
+                changed.iter().all(|k| k.starts_with("/faults/")),
+                "{}: {changed:?}",
+                p.display()
+            );
+        }
+        let load = |n: &str| Config::load(&root.join(n)).unwrap().faults;
+        assert_eq!(load("candidate-slow.yaml").latency, Dur::from_millis(20));
+        let tail = load("candidate-tail.yaml").tail;
+        assert_eq!((tail.fraction, tail.latency), (0.05, Dur::from_millis(200)));
+        let errors = load("candidate-errors.yaml").errors;
+        assert_eq!((errors.fraction, errors.status), (0.02, 500));
+    }
+
+    /// Every bad `faults` value at once, each at its position with what to write instead.
+    #[test]
+    fn faults_are_validated_with_positions_and_fixes() {
+        let src = "faults:\n  latency: 61s\n  tail:\n    fraction: 1.5\n    latency: 2m\n  errors:\n    fraction: -0.1\n    status: 200\n";
+        let e = Config::parse("c.yaml", src).unwrap_err().to_string();
+        let fraction = "expected a fraction from 0 to 1, e.g. 0.05 for 5 % of the data requests";
+        let latency = "expected a duration from 0s to 60s, e.g. 20ms";
+        assert_eq!(
+            e.lines().collect::<Vec<_>>(),
+            [
+                format!("c.yaml:2:12: faults.latency: {latency}"),
+                format!("c.yaml:4:15: faults.tail.fraction: {fraction}"),
+                format!("c.yaml:5:14: faults.tail.latency: {latency}"),
+                format!("c.yaml:7:15: faults.errors.fraction: {fraction}"),
+                "c.yaml:8:13: faults.errors.status: expected an HTTP error status from 400 to 599, e.g. 500".to_string(),
+            ],
+            "{e}"
+        );
+        // The bounds themselves are allowed.
+        let ok = "faults:\n  latency: 60s\n  tail: {fraction: 1, latency: 0s}\n  errors: {fraction: 0, status: 599}\n";
+        Config::parse("c.yaml", ok).unwrap_or_else(|e| panic!("{e}"));
+        Config::parse("c.yaml", "faults:\n  errors: {fraction: 1, status: 400}\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Unknown keys and wrong types are typing errors, at the key.
+        let e = Config::parse("c.yaml", "faults:\n  tail:\n    fractoin: 0.1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml:3:15: faults.tail.fractoin: unknown field `fractoin`"),
+            "{e}"
+        );
+        let e = Config::parse("c.yaml", "faults:\n  errors:\n    status: oops\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:3:13: faults.errors.status: "), "{e}");
     }
 
     #[test]

@@ -98,6 +98,12 @@ pub struct Metrics {
     pub graph_build: Histogram,
     pub snapshots: AtomicU64,
     pub ticks_ingested: AtomicU64,
+    /// Injected faults (`faults:` in the config), for `injected_faults_total{fault}`: data
+    /// requests delayed by `faults.latency`, given the `faults.tail` latency, answered with
+    /// the `faults.errors` status.
+    pub fault_delayed: AtomicU64,
+    pub fault_tail_delayed: AtomicU64,
+    pub fault_errors: AtomicU64,
     /// `(from, to)` → count, for `breaker_transitions_total`.
     pub breaker_transitions: Mutex<Vec<((&'static str, &'static str), u64)>>,
 }
@@ -121,6 +127,9 @@ impl Default for Metrics {
             graph_build: Histogram::default(),
             snapshots: AtomicU64::new(0),
             ticks_ingested: AtomicU64::new(0),
+            fault_delayed: AtomicU64::new(0),
+            fault_tail_delayed: AtomicU64::new(0),
+            fault_errors: AtomicU64::new(0),
             breaker_transitions: Mutex::new(Vec::new()),
         }
     }
@@ -182,6 +191,35 @@ impl Metrics {
                 out,
                 "http_request_duration_seconds",
                 &format!("route=\"{route}\""),
+            );
+        }
+    }
+
+    /// Renders `injected_faults_active` (1 when the config injects any fault) and
+    /// `injected_faults_total{fault}`, every series even at zero so that a scraper can tell
+    /// "no faults injected" from "not exported".
+    pub fn render_faults(&self, out: &mut String, active: bool) {
+        sample(
+            out,
+            "injected_faults_active",
+            "gauge",
+            "1 when the config injects faults (a negative control, not for production).",
+            u8::from(active),
+        );
+        out.push_str(
+            "# HELP injected_faults_total Data requests given an injected fault, by fault.
+# TYPE injected_faults_total counter
+",
+        );
+        for (fault, n) in [
+            ("latency", &self.fault_delayed),
+            ("tail", &self.fault_tail_delayed),
+            ("error", &self.fault_errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "injected_faults_total{{fault=\"{fault}\"}} {}",
+                n.load(Relaxed)
             );
         }
     }

@@ -1,6 +1,7 @@
-//! Routes, handlers and the three middlewares, composed once: metrics (outermost, labelled by
+//! Routes, handlers and the middlewares, composed once: metrics (outermost, labelled by
 //! the matched route template) → per-IP rate limit → load shedding (with the injected request
-//! delay inside the bound) → handler. `/admin/` is exempt from the last two.
+//! delay inside the bound) → handler. `/admin/` is exempt from the last two. The data routes
+//! (`/v1/…`) get one more, innermost, when the config injects faults (`faults.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
@@ -24,7 +25,7 @@ use super::metrics::{resident_memory_bytes, route_index, sample};
 use super::ratelimit::Decision;
 use super::snapshot::GraphSummary;
 use super::store::{QueryError, Tick};
-use super::{Shared, admin, detectors, lock, logs, now_ms};
+use super::{Shared, admin, detectors, faults, lock, logs, now_ms};
 use crate::units::Dur;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -37,16 +38,20 @@ const OVERLOADED_BODY: &str =
     r#"{"error":{"code":"overloaded","message":"too many requests in flight; retry later"}}"#;
 
 pub fn router(state: Shared) -> Router {
-    let mut r = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/status", get(status))
+    // The data routes, where the config's injected faults (if any) apply: never to the
+    // probes, the scrape, `/status` or `/admin/` (see `faults`).
+    let data = Router::new()
         .route("/v1/ticks", post(ingest))
         .route("/v1/ticks/lookup", post(lookup))
         .route("/v1/graph/build", post(build))
         .route("/v1/detections", get(detections))
         .route("/v1/correlations", get(correlations));
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status))
+        .merge(faults::apply(&state, data));
     if state.cfg.admin.token.is_some() {
         r = r.merge(admin::router(state.clone()));
     }
@@ -531,6 +536,7 @@ fn status_json(state: &Shared) -> Value {
         "detectors": {"instances": detectors::instances(), "builds": builds},
         "logs": {"dir": state.logs_dir(), "warnings": sum("WARN"), "errors": sum("ERROR")},
         "ticks": {"stored": state.store.tick_count().unwrap_or(-1)},
+        "faults": faults::status_json(state),
     })
 }
 
@@ -651,6 +657,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
         "Ticks stored (ingest and feed).",
         c(&m.ticks_ingested),
     );
+    m.render_faults(&mut out, faults::active(&state.cfg.faults));
     sample(
         &mut out,
         "process_resident_memory_bytes",

@@ -13,6 +13,7 @@ mod docs;
 mod exercise;
 mod fakes_a;
 mod fakes_b;
+mod faults;
 mod matrix;
 mod policy;
 mod reach;
