@@ -15,6 +15,8 @@ mod fakes_a;
 mod fakes_b;
 mod matrix;
 mod policy;
+mod prom_server;
+mod promql;
 mod reach;
 mod remote;
 mod secrets;
