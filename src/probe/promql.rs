@@ -508,6 +508,8 @@ pub fn decode(status: u16, body: &[u8], query: &str, url: &str) -> Result<Respon
                 notes,
             })
         }
+        // "success" under an error status: not Prometheus speaking (a proxy replaying a
+        // body?); reported as the HTTP error, quoting the body.
         Some("success") => Err(not_envelope(String::new())),
         Some(other) => Err(not_envelope(format!(
             "`status` is {other:?}, expected \"success\" or \"error\""
