@@ -16,6 +16,8 @@ mod fakes_b;
 mod faults;
 mod matrix;
 mod policy;
+mod prom_server;
+mod promql;
 mod reach;
 mod remote;
 mod secrets;
