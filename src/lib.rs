@@ -22,6 +22,7 @@ pub mod probe;
 pub mod report;
 pub mod secret;
 pub mod service;
+pub mod stats;
 pub mod style;
 pub mod target;
 pub mod units;

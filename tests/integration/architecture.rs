@@ -8,7 +8,15 @@ use std::path::{Path, PathBuf};
 
 /// Bottom to top: a module may import only modules of a lower rank.
 const LAYERS: &[&[&str]] = &[
-    &["outcome", "secret", "units", "yaml", "http_client", "style"],
+    &[
+        "outcome",
+        "secret",
+        "units",
+        "yaml",
+        "http_client",
+        "style",
+        "stats",
+    ],
     &["target"],
     &["probe"],
     &["checks"],
