@@ -86,6 +86,27 @@ pub enum Command {
     /// and stops it. Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran),
     /// 3 INCONCLUSIVE.
     Check(CheckArgs),
+    /// Compare a canary with its baseline: GO / NO-GO / INCONCLUSIVE, with the statistics.
+    ///
+    /// Sends the same paced request mix to both versions (interleaved, so machine noise hits
+    /// both alike), reads their `/metrics` (and PromQL, when configured) at every interval,
+    /// and judges each metric: latency by Mann–Whitney U and the Hodges–Lehmann shift, the
+    /// tail by the share of requests beyond the baseline's p99, errors as proportions
+    /// (Fisher's exact test). Each interval is scored as it ends; a score at or below
+    /// `marginal` stops the run with NO-GO. Too few samples is INCONCLUSIVE, never GO.
+    ///
+    /// Without --baseline/--canary it spawns two instances of the bundled service with
+    /// --baseline-config and --canary-config (both default to config/core.yaml). The
+    /// traffic, metrics and thresholds come from the policy's `canary:` section (default
+    /// policies/canary.yaml when it exists; built-in defaults otherwise); see docs/canary.md.
+    ///
+    /// Examples:
+    ///   preflight canary --canary-config config/candidate-slow.yaml
+    ///   preflight canary --baseline http://10.0.0.5:8080 --canary http://10.0.0.6:8080 \
+    ///       --request 'GET /api/items' --duration 2m
+    ///
+    /// Exit codes: 0 GO, 1 NO-GO, 2 usage, 3 INCONCLUSIVE.
+    Canary(CanaryArgs),
     /// Run the bundled core service (the reference target).
     ///
     /// With `--listen 127.0.0.1:0` it binds a free port; the first line on stdout is always
@@ -167,6 +188,53 @@ pub struct CheckArgs {
     pub no_progress: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CanaryArgs {
+    /// Policy files with a `canary:` section (default policies/canary.yaml, when present).
+    #[arg(value_name = "POLICY")]
+    pub policies: Vec<PathBuf>,
+    /// Base URL of the running baseline (with --canary).
+    #[arg(long, value_name = "URL", requires = "canary", conflicts_with_all = ["baseline_config", "canary_config"])]
+    pub baseline: Option<String>,
+    /// Base URL of the running canary (with --baseline).
+    #[arg(long, value_name = "URL", requires = "baseline")]
+    pub canary: Option<String>,
+    /// Profile of the spawned baseline (default config/core.yaml).
+    #[arg(long, value_name = "PROFILE")]
+    pub baseline_config: Option<PathBuf>,
+    /// Profile of the spawned canary (default config/core.yaml).
+    #[arg(long, value_name = "PROFILE")]
+    pub canary_config: Option<PathBuf>,
+    /// A request of the mix, `'METHOD /path'` (repeatable; replaces the policy's requests,
+    /// equal weights).
+    #[arg(long = "request", value_name = "'METHOD /PATH'")]
+    pub requests: Vec<preflight::units::RequestLine>,
+    /// Requests per second to each version (e.g. `40/s`).
+    #[arg(long, value_name = "RATE")]
+    pub rate: Option<preflight::units::Rate>,
+    /// How long the traffic runs, warm-up included (e.g. `45s`, `2m`).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<preflight::units::Dur>,
+    /// Length of one judged interval.
+    #[arg(long, value_name = "DURATION")]
+    pub interval: Option<preflight::units::Dur>,
+    /// Traffic at the start that is not judged.
+    #[arg(long, value_name = "DURATION")]
+    pub warmup: Option<preflight::units::Dur>,
+    /// A client address the traffic may send from (repeatable; see `check --source-address`).
+    #[arg(long = "source-address", value_name = "ADDR|CIDR")]
+    pub source_addresses: Vec<preflight::policy::model::AddressRange>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Human)]
+    pub format: FormatArg,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// No progress lines on stderr.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
 /// `--format` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FormatArg {
@@ -175,6 +243,19 @@ pub enum FormatArg {
     Junit,
     Markdown,
     Html,
+}
+
+impl From<FormatArg> for preflight::report::Format {
+    fn from(f: FormatArg) -> Self {
+        use preflight::report::Format;
+        match f {
+            FormatArg::Human => Format::Human,
+            FormatArg::Json => Format::Json,
+            FormatArg::Junit => Format::Junit,
+            FormatArg::Markdown => Format::Markdown,
+            FormatArg::Html => Format::Html,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -216,6 +297,7 @@ pub struct StatusArgs {
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Check(args) => check(args),
+        Command::Canary(args) => canary(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),
@@ -225,16 +307,10 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
 
 fn check(args: CheckArgs) -> Result<u8, Error> {
     use preflight::engine::run::{CheckFailure, CheckOptions, NoProgress, Progress};
-    use preflight::report::{Format, RenderOpts, Verdict};
+    use preflight::report::Format;
     use std::sync::Arc;
 
-    let format = match args.format {
-        FormatArg::Human => Format::Human,
-        FormatArg::Json => Format::Json,
-        FormatArg::Junit => Format::Junit,
-        FormatArg::Markdown => Format::Markdown,
-        FormatArg::Html => Format::Html,
-    };
+    let format: Format = args.format.into();
     let progress: Arc<dyn Progress> = if !args.no_progress && std::io::stderr().is_terminal() {
         Arc::new(progress::Spinners::new())
     } else {
@@ -253,18 +329,8 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     } else {
         args.policies
     };
-    let loaded = match preflight::policy::load(&policy_files) {
-        Ok(l) => l,
-        Err(diags) => {
-            let opts = preflight::policy::render::RenderOpts {
-                color: std::io::stderr().is_terminal(),
-            };
-            let mut sources = preflight::policy::render::Sources::new();
-            preflight::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
-            let errors = diags.iter().filter(|d| d.is_error()).count();
-            eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
-            return Ok(exit::USAGE);
-        }
+    let Some(loaded) = load_policies(&policy_files)? else {
+        return Ok(exit::USAGE);
     };
     let opts = CheckOptions {
         policy: loaded.policy,
@@ -292,16 +358,165 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     };
     // Spinner threads and the runtime end before the report is written.
     drop(runtime);
-    let to_terminal = args.output.is_none() && std::io::stdout().is_terminal();
+    write_report(format, &report, args.output.as_deref())
+}
+
+/// The default canary policy, used when it exists and no policy is given.
+const DEFAULT_CANARY_POLICY: &str = "policies/canary.yaml";
+
+fn canary(args: CanaryArgs) -> Result<u8, Error> {
+    use preflight::canary::run::{Options, Versions};
+    use preflight::policy::canary::{CanarySpec, WeightedRequest};
+    use preflight::report::PolicyInfo;
+    let files = if args.policies.is_empty() && PathBuf::from(DEFAULT_CANARY_POLICY).exists() {
+        vec![PathBuf::from(DEFAULT_CANARY_POLICY)]
+    } else {
+        args.policies.clone()
+    };
+    let (mut spec, policy, declared) = if files.is_empty() {
+        let info = PolicyInfo {
+            name: "canary (built-in defaults)".into(),
+            description: None,
+            files: vec![],
+        };
+        (CanarySpec::default(), info, vec![])
+    } else {
+        let Some(loaded) = load_policies(&files)? else {
+            return Ok(exit::USAGE);
+        };
+        let p = loaded.policy;
+        let Some(spec) = p.canary.clone() else {
+            eprintln!(
+                "error: {} has no `canary:` section; add one (docs/canary.md) or pass a policy that has it",
+                files[0].display()
+            );
+            return Ok(exit::USAGE);
+        };
+        let declared = p
+            .target
+            .as_ref()
+            .map(|t| t.source_addresses.iter().map(|a| a.0).collect())
+            .unwrap_or_default();
+        let info = PolicyInfo {
+            name: p.name.clone(),
+            description: p.description.clone(),
+            files: loaded
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect(),
+        };
+        (spec, info, declared)
+    };
+    if !args.requests.is_empty() {
+        spec.traffic.requests = args
+            .requests
+            .iter()
+            .map(|r| WeightedRequest {
+                request: r.clone(),
+                weight: 1,
+            })
+            .collect();
+    }
+    if let Some(r) = args.rate {
+        spec.traffic.rate = r;
+    }
+    if let Some(d) = args.duration {
+        spec.traffic.duration = d;
+    }
+    if let Some(d) = args.interval {
+        spec.traffic.interval = d;
+    }
+    if let Some(d) = args.warmup {
+        spec.traffic.warmup = d;
+    }
+    let problems = preflight::policy::canary::problems(&spec);
+    if !problems.is_empty() {
+        for (ptr, msg, hint) in problems {
+            eprintln!("error: canary{ptr}: {msg} (hint: {hint})");
+        }
+        return Ok(exit::USAGE);
+    }
+    let versions = match (args.baseline, args.canary) {
+        (Some(baseline), Some(canary)) => Versions::Urls { baseline, canary },
+        _ => {
+            let core = || PathBuf::from(preflight::engine::run::DEFAULT_CONFIG);
+            let baseline = args.baseline_config.unwrap_or_else(core);
+            let canary = args.canary_config.unwrap_or_else(core);
+            for p in [&baseline, &canary] {
+                if !p.is_file() {
+                    eprintln!(
+                        "error: service profile `{}` not found; run from the project root or pass --baseline-config/--canary-config",
+                        p.display()
+                    );
+                    return Ok(exit::USAGE);
+                }
+            }
+            Versions::Configs { baseline, canary }
+        }
+    };
+    let mut declared: Vec<ipnet::IpNet> = declared;
+    declared.extend(args.source_addresses.iter().map(|a| a.0));
+    let quiet = args.no_progress;
+    let opts = Options {
+        spec,
+        policy,
+        versions,
+        exe: std::env::current_exe()?,
+        declared_sources: declared,
+        progress: std::sync::Arc::new(move |m: &str| {
+            if !quiet {
+                eprintln!("canary: {m}");
+            }
+        }),
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = match runtime.block_on(preflight::canary::run::run(opts)) {
+        Ok(r) => r,
+        Err(preflight::engine::run::CheckFailure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            return Ok(exit::USAGE);
+        }
+    };
+    drop(runtime);
+    write_report(args.format.into(), &report, args.output.as_deref())
+}
+
+/// Loads policy files; on any error prints every diagnostic and returns `None` (exit 2).
+fn load_policies(files: &[PathBuf]) -> Result<Option<preflight::policy::load::Loaded>, Error> {
+    match preflight::policy::load(files) {
+        Ok(l) => Ok(Some(l)),
+        Err(diags) => {
+            let opts = preflight::policy::render::RenderOpts {
+                color: std::io::stderr().is_terminal(),
+            };
+            let mut sources = preflight::policy::render::Sources::new();
+            preflight::policy::render::human(&diags, &mut sources, &mut std::io::stderr(), &opts)?;
+            let errors = diags.iter().filter(|d| d.is_error()).count();
+            eprintln!("error: the policy is invalid ({errors} error(s)); nothing ran");
+            Ok(None)
+        }
+    }
+}
+
+/// Writes the report to `output` (a one-line verdict on stderr) or stdout; the exit code of
+/// its verdict.
+fn write_report(
+    format: preflight::report::Format,
+    report: &preflight::report::Report,
+    output: Option<&std::path::Path>,
+) -> Result<u8, Error> {
+    use preflight::report::{Format, RenderOpts, Verdict};
+    let to_terminal = output.is_none() && std::io::stdout().is_terminal();
     let render = RenderOpts {
         color: to_terminal && format == Format::Human,
     };
-    match &args.output {
+    match output {
         Some(path) => {
             let mut buf = Vec::new();
-            preflight::report::write(format, &report, &mut buf, &render)?;
+            preflight::report::write(format, report, &mut buf, &render)?;
             std::fs::write(path, buf).map_err(|source| Error::WriteReport {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             })?;
             eprintln!(
@@ -314,7 +529,7 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         None => {
             let stdout = std::io::stdout();
             let mut lock = stdout.lock();
-            preflight::report::write(format, &report, &mut lock, &render)?;
+            preflight::report::write(format, report, &mut lock, &render)?;
         }
     }
     Ok(match report.verdict {

@@ -13,6 +13,7 @@
 //! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
 //! files; it imports nothing above [`units`] and [`yaml`].
 
+pub mod canary;
 pub mod checks;
 pub mod engine;
 pub mod http_client;

@@ -3,6 +3,7 @@
 //!
 //! It does no I/O beyond reading policy files, and never talks to a target.
 
+pub mod canary;
 pub mod codes;
 pub mod diag;
 pub mod load;

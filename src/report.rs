@@ -110,6 +110,47 @@ pub struct Report {
     pub waivers: Vec<WaiverInfo>,
     /// In policy order, whatever order they ran in.
     pub results: Vec<CheckResult>,
+    /// A canary run's scores (`preflight canary`); absent from a `check` report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySummary>,
+}
+
+/// What `preflight canary` compared and how each interval scored. Each metric is also a
+/// result in `results` (kind `canary/<source>`), with its observation and evidence.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct CanarySummary {
+    /// Base URLs (or spawned profiles) of the two versions.
+    pub baseline: String,
+    pub canary: String,
+    /// The final score, 0–100; `null` when too little was judged to score.
+    pub score: Option<f64>,
+    /// Thresholds: at or above `pass` GO, at or below `marginal` NO-GO.
+    pub pass: f64,
+    pub marginal: f64,
+    pub confidence: f64,
+    /// Requests sent per side.
+    pub requests: [u64; 2],
+    /// Why the run ended before its duration, when it did.
+    pub stopped_early: Option<String>,
+    /// One judgement per interval after the warm-up.
+    pub intervals: Vec<IntervalScore>,
+}
+
+/// One interval judged on its own requests.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct IntervalScore {
+    pub index: usize,
+    /// Seconds after the traffic began.
+    pub start_s: f64,
+    pub end_s: f64,
+    pub score: Option<f64>,
+    pub verdict: Verdict,
+    /// Requests judged per side.
+    pub n_baseline: u64,
+    pub n_canary: u64,
+    /// Metrics that regressed in it.
+    pub regressed: Vec<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -249,6 +249,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         counts: decision.counts,
         waivers: decision.waivers,
         results,
+        canary: None,
     })
 }
 
@@ -353,7 +354,7 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
 }
 
 /// Spawns the bundled service and waits (bounded) until `/readyz` answers 200.
-async fn spawn_ready(exe: &Path, config: &Path) -> Result<Target, CheckError> {
+pub async fn spawn_ready(exe: &Path, config: &Path) -> Result<Target, CheckError> {
     let spawned = Spawned::start(&SpawnRequest {
         exe: exe.to_path_buf(),
         config: config.to_path_buf(),

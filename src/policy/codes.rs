@@ -51,6 +51,8 @@ pub const WAIVER_EXPIRED: Code = Code("policy/waiver-expired");
 pub const GATE_NEVER_BLOCKS: Code = Code("policy/gate-never-blocks");
 /// The policy has no checks (warning).
 pub const NO_CHECKS: Code = Code("policy/no-checks");
+/// The `canary:` section asks for something that cannot be run or judged.
+pub const CANARY_INVALID: Code = Code("policy/canary-invalid");
 /// `retry.within` is longer than `timeout`, the check's whole deadline (warning).
 pub const RETRY_BEYOND_TIMEOUT: Code = Code("policy/retry-beyond-timeout");
 
@@ -78,6 +80,7 @@ pub const ALL: &[Code] = &[
     WAIVER_UNKNOWN_CHECK,
     WAIVER_EXPIRED,
     GATE_NEVER_BLOCKS,
+    CANARY_INVALID,
     NO_CHECKS,
     RETRY_BEYOND_TIMEOUT,
 ];

@@ -38,6 +38,9 @@ pub struct Policy {
     /// The checks, run and reported in this order.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// Baseline against canary for `preflight canary` (see docs/canary.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::policy::canary::CanarySpec>,
 }
 
 /// The service under test and what preflight may do to it (its capabilities).

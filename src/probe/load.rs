@@ -231,7 +231,7 @@ where
 /// dropped before any answer (the server closed it as the request went out), is sent once
 /// more on a fresh connection. Only what fails after that, or on a fresh connection, is a
 /// failure of the target.
-struct Conn {
+pub(crate) struct Conn {
     sender: Option<SendRequest<Full<Bytes>>>,
     source: IpAddr,
     /// The connection has answered a request (a drop before an answer may be the
@@ -240,12 +240,17 @@ struct Conn {
 }
 
 impl Conn {
-    async fn open(ep: &Endpoint, source: IpAddr) -> Result<Self, String> {
+    pub(crate) async fn open(ep: &Endpoint, source: IpAddr) -> Result<Self, String> {
         Ok(Conn {
             sender: Some(connect(ep, source).await?),
             source,
             reused: false,
         })
+    }
+
+    /// Forgets the connection (it may be dead): the next request opens a fresh one.
+    pub(crate) fn reset(&mut self) {
+        self.sender = None;
     }
 
     /// Makes the sender ready: the current one when it is still open, else a fresh
@@ -264,7 +269,7 @@ impl Conn {
     }
 
     /// Sends `req` and reads the whole answer (headers and body kept when `keep_body`).
-    async fn exchange(
+    pub(crate) async fn exchange(
         &mut self,
         ep: &Endpoint,
         req: &Request,
@@ -308,6 +313,7 @@ impl Conn {
         };
         self.reused = true;
         Ok(Answer {
+            size: bytes.len() as u64,
             status: parts.status.as_u16(),
             headers: if keep_body {
                 parts.headers
@@ -338,6 +344,8 @@ fn closes_after(parts: &hyper::http::response::Parts) -> bool {
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
+    /// Body bytes received (kept or not).
+    pub size: u64,
     pub headers: HeaderMap,
     pub body: Bytes,
 }

@@ -595,6 +595,7 @@ mod tests {
                 ),
                 result("leaky", Status::Fail, vec![chart(ChartKind::Scatter)]),
             ],
+            canary: None,
         }
     }
 

@@ -23,6 +23,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["report"],
     &["engine"],
+    &["canary"],
     &["cli"],
 ];
 /// The bundled service sees the rest only over HTTP, signals and files (it shares the leaf

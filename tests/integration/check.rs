@@ -421,6 +421,7 @@ fn fixed_report() -> Report {
             },
         ],
         results: vec![pass, fail, err, skip, waived, low],
+        canary: None,
     }
 }
 

@@ -120,7 +120,21 @@ pub(super) fn semantic(
             hint: Some("e.g. `block_on: [critical, high]`".into()),
         });
     }
-    if raw_checks.is_empty() && value.is_object() && !out.iter().any(|p| p.level == Level::Error) {
+    if let Some(raw) = value.get("canary")
+        && let Ok(spec) = serde_json::from_value::<crate::policy::canary::CanarySpec>(raw.clone())
+    {
+        for (ptr, message, hint) in crate::policy::canary::problems(&spec) {
+            out.push(
+                Pending::error(codes::CANARY_INVALID, format!("/canary{ptr}"), message).hint(hint),
+            );
+        }
+    }
+    let canary_only = value.get("canary").is_some();
+    if raw_checks.is_empty()
+        && !canary_only
+        && value.is_object()
+        && !out.iter().any(|p| p.level == Level::Error)
+    {
         out.push(Pending {
             level: Level::Warning,
             code: codes::NO_CHECKS,
