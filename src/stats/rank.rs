@@ -783,7 +783,7 @@ mod tests {
             let s = hodges_lehmann(&x, &y, 0.9).unwrap();
             assert_eq!(s.estimate, brute_median(&brute), "x={x:?} y={y:?}");
             assert!(s.lo <= s.estimate && s.estimate <= s.hi);
-            if brute.len() % 2 == 0 {
+            if brute.len().is_multiple_of(2) {
                 even += 1;
             }
         }
