@@ -7,6 +7,7 @@
 
 mod app;
 mod architecture;
+mod canary;
 mod check;
 mod cli;
 mod docs;
