@@ -57,9 +57,11 @@ Examples:
   preflight check --format junit --output report.xml
   # validate policies and runbooks without running anything
   preflight lint policies/ runbooks/
+  # judge a canary against its baseline (here: 20 ms slower, NO-GO)
+  preflight canary --canary-config config/candidate-slow.yaml
 
 Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran), 3 INCONCLUSIVE.
-Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/api.md";
+Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/canary.md, docs/api.md";
 
 /// preflight decides whether a service is fit to deploy by proving its hardening
 /// requirements against a running instance.
