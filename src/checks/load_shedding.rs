@@ -114,6 +114,9 @@ pub struct Measurements {
     pub answers: Vec<Answer>,
     /// From the release of the flood to its last answer, in milliseconds.
     pub duration_ms: f64,
+    /// Other checks of the run sent from the same addresses (`Ctx::shared_sources`): a 429
+    /// may be their rate-limit bucket, not the shedder.
+    pub shared_sources: bool,
 }
 
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
@@ -173,13 +176,41 @@ async fn flood(
     };
     let conns: Vec<_> = (0..n).map(|i| sources[i % sources.len()]).collect();
     let timeout = (spec.delay.0 * 4 + Duration::from_secs(10)).min(ctx.remaining()?);
-    sent.push(format!(
-        "{n} × {} at once from {} addresses",
-        spec.request,
-        sources.len().min(n)
-    ));
+    let describe = |sent: &mut Vec<String>| {
+        sent.push(format!(
+            "{n} × {} at once from {} addresses",
+            spec.request,
+            sources.len().min(n)
+        ))
+    };
+    describe(sent);
     ctx.progress(&format!("{n} simultaneous requests"));
-    let b = load::burst(&ep, &req, &conns, n, Some(&ctx.budget), timeout).await?;
+    let mut b = load::burst(&ep, &req, &conns, n, Some(&ctx.budget), timeout).await?;
+    // Addresses other checks of this run also send from (too few declared, issue 17): a
+    // per-address rate limiter may answer before the shedder. Wait what it asks (bounded)
+    // and flood once more; what is still rate-limited then is judged INCONCLUSIVE.
+    let limited = |b: &load::BurstReport| b.shots.iter().filter(|s| s.status() == Some(429)).count();
+    if ctx.shared_sources && spec.status != 429 && limited(&b) > 0 {
+        let asked = b
+            .shots
+            .iter()
+            .filter_map(|s| s.answer.as_ref().ok())
+            .filter_map(|a| a.headers.get(hyper::header::RETRY_AFTER))
+            .filter_map(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .max()
+            .unwrap_or(10);
+        let wait = Duration::from_secs(asked.clamp(1, 30)).min(ctx.remaining()? / 3);
+        sent.push(format!(
+            "{} answered 429 (addresses shared with other checks): waited {} for their buckets",
+            limited(&b),
+            Dur(wait)
+        ));
+        ctx.progress(&format!("rate-limited: waiting {wait:?}"));
+        tokio::time::sleep(wait).await;
+        describe(sent);
+        let timeout = timeout.min(ctx.remaining()?);
+        b = load::burst(&ep, &req, &conns, n, Some(&ctx.budget), timeout).await?;
+    }
     Ok(Measurements {
         concurrency: n,
         answers: b
@@ -191,6 +222,7 @@ async fn flood(
             })
             .collect(),
         duration_ms: b.duration.as_secs_f64() * 1e3,
+        shared_sources: ctx.shared_sources,
     })
 }
 
@@ -237,12 +269,27 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     let min_shed = (n as u64).saturating_sub(bound + tol);
     let shed = shed_ms.len() as u64;
     let accepted = ok_ms.len() as u64;
-    out.observe(Observation::new(
-        format!("shed with {}", spec.status),
-        format!("≥ {min_shed} ({n} − {bound} − {tol})"),
-        format!("{shed} (statuses {statuses:?}, {failed} failed)"),
-        shed >= min_shed,
-    ));
+    // Answered 429 by a rate limiter in front of the shedder: the flood never reached it.
+    let limited = if spec.status == 429 || !m.shared_sources {
+        0
+    } else {
+        statuses.get("429").copied().unwrap_or(0)
+    };
+    if shed < min_shed && limited > 0 && shed + limited >= min_shed {
+        out.undecided(format!(
+            "{limited} of {n} requests were answered 429 by a rate limiter before reaching the \
+             shedder, leaving {shed} shed where {min_shed} were needed: the flood's addresses were \
+             rate-limited (shared with other checks, or too few); declare more \
+             `target.source_addresses`"
+        ));
+    } else {
+        out.observe(Observation::new(
+            format!("shed with {}", spec.status),
+            format!("≥ {min_shed} ({n} − {bound} − {tol})"),
+            format!("{shed} (statuses {statuses:?}, {failed} failed)"),
+            shed >= min_shed,
+        ));
+    }
     out.observe(Observation::new(
         "accepted",
         format!("≤ {} ({bound} + {tol})", bound + tol),
@@ -385,6 +432,7 @@ mod tests {
                 })
                 .collect(),
             duration_ms: 600.0,
+            shared_sources: false,
         }
     }
 
@@ -450,6 +498,27 @@ mod tests {
                 Status::Fail,
             ),
             ("no answer at all", none.clone(), flood(&[]), Status::Fail),
+            (
+                // Issue 17: addresses shared with other checks, their buckets drained: the
+                // flood was rate-limited before the shedder. Not a FAIL of the shedder.
+                "rate-limited flood from shared addresses",
+                none.clone(),
+                Measurements {
+                    shared_sources: true,
+                    ..flood(&[(Some(429), 60, 2.0), (SHED, 36, 4.0), (OK, 64, 305.0)])
+                },
+                Status::Inconclusive,
+            ),
+            (
+                // Shared addresses do not excuse a shedder that lets everything in.
+                "shared addresses, but the bound is not held",
+                none.clone(),
+                Measurements {
+                    shared_sources: true,
+                    ..flood(&[(Some(429), 60, 2.0), (OK, 100, 305.0)])
+                },
+                Status::Fail,
+            ),
             (
                 "every request failed at the transport level",
                 none.clone(),

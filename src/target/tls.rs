@@ -72,21 +72,31 @@ impl Tls {
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(provider())))
         } else {
-            let mut roots = RootCertStore::empty();
-            // System roots: unreadable ones are skipped (a private CA may be all there is).
-            let native = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(native.certs);
-            if let Some(ca) = &opts.ca {
-                for cert in read_certs(ca, "target.tls.ca")? {
-                    roots.add(cert).map_err(|e| {
-                        format!(
-                            "`target.tls.ca`: {} holds a certificate rustls rejects: {e}",
-                            ca.display()
-                        )
-                    })?;
+            // The system's roots through the platform verifier — the same verifier and roots
+            // as every other client of preflight (`http_client::tls_config`) — plus `ca`.
+            let extra = match &opts.ca {
+                Some(ca) => {
+                    let certs = read_certs(ca, "target.tls.ca")?;
+                    // Each must be a usable trust anchor; say which file holds one that is not.
+                    let mut probe = RootCertStore::empty();
+                    for cert in &certs {
+                        probe.add(cert.clone()).map_err(|e| {
+                            format!(
+                                "`target.tls.ca`: {} holds a certificate rustls rejects: {e}",
+                                ca.display()
+                            )
+                        })?;
+                    }
+                    certs
                 }
-            }
-            builder.with_root_certificates(roots)
+                None => Vec::new(),
+            };
+            let verifier =
+                rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider())
+                    .map_err(|e| format!("TLS: loading the system's certificate roots: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
         };
         let mut config = match (&opts.client_cert, &opts.client_key) {
             (Some(cert), Some(key)) => {

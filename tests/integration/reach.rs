@@ -793,21 +793,30 @@ fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run)
     let (mut got, mut want) = (run.statuses(), baseline.statuses());
     // With two addresses for fifteen checks, the checks share the service's per-client
     // buckets, which the loopback run (a block of addresses per check) does not. The checks
-    // that measure through those buckets must wait for them to refill (issue 15, the
-    // judges' side, not yet done): until then they are only required not to ERROR here.
+    // that measure through those buckets wait (bounded) for them to refill; what they still
+    // cannot prove is INCONCLUSIVE or SKIP naming `target.source_addresses` — never a false
+    // FAIL, and never an ERROR.
     for id in SHARED_BUCKET_CHECKS {
         let status = got.remove(*id).unwrap_or_default();
+        let reference = want.remove(*id).unwrap_or_default();
         assert_ne!(status, "ERROR", "{id} on {url}: {:#}", run.result(id));
-        want.remove(*id);
+        if *id != "detectors-leak-free" && reference == "PASS" {
+            assert!(
+                ["PASS", "INCONCLUSIVE", "SKIP"].contains(&status.as_str()),
+                "{id} on {url}: {status} where the loopback run PASSed: {:#}",
+                run.result(id)
+            );
+        }
     }
     assert_eq!(got, want, "{url} vs loopback:\n{:#}", run.json["results"]);
     drop(svc);
 }
 
 /// Checks of the default policy whose verdict depends on fresh per-client rate-limit buckets
-/// — and `detectors-leak-free`, whose RSS measurement FAILed the *loopback baseline* once
-/// on this loaded 2-core machine (a false FAIL of `memory_growth` under noise, issue 15 #7),
-/// so it cannot serve as the reference here.
+/// (held to "never a false FAIL" here) — and `detectors-leak-free`, whose RSS measurement
+/// FAILed the *loopback baseline* once on this loaded 2-core machine (a false FAIL of
+/// `memory_growth` under noise, issue 15 #7), so it cannot serve as the reference here (only
+/// "not ERROR"; issue 14 replaces RSS with an exact heap gauge).
 const SHARED_BUCKET_CHECKS: &[&str] = &[
     "per-ip-rate-limit",
     "load-shedding",
