@@ -244,9 +244,15 @@ async fn compare(opts: &Options, targets: &[Target]) -> Result<Compared, CheckFa
     let mut intervals = Vec::new();
     let mut stopped_early = None;
     let mut judged_until = warmup;
+    let mut final_reading = 0;
     for (i, at) in boundaries.iter().enumerate() {
         tokio::time::sleep_until(t0 + Duration::from_secs_f64(*at)).await;
+        if traffic.is_finished() && i + 1 < boundaries.len() {
+            // It ended before its time: it failed (an unreachable version); say so below.
+            break;
+        }
         reader.read(&mut readings).await;
+        final_reading = i;
         if i == 0 {
             (opts.progress)(&format!("warm-up done; judging {} intervals", k));
             continue;
@@ -289,24 +295,23 @@ async fn compare(opts: &Options, targets: &[Target]) -> Result<Compared, CheckFa
     let end = if stopped_early.is_some() {
         judged_until
     } else {
+        // The traffic ran past the last interval boundary: one more reading at its end, so
+        // the whole-window judgement reads what the whole window did.
+        if boundaries.last().is_some_and(|b| *b < duration - 1e-9) {
+            reader.read(&mut readings).await;
+            final_reading += 1;
+        }
         duration
     };
-    let last = boundaries.len() - 1;
-    let upto = boundaries
-        .iter()
-        .position(|b| *b >= end - 1e-9)
-        .unwrap_or(last)
-        .max(1);
     let (results, _) = judge_window(
         spec,
         &records,
         &readings,
         (warmup, end),
         0,
-        upto,
+        final_reading.max(1),
         spec.confidence,
     );
-    let _ = t0;
     Ok(Compared {
         results,
         intervals,

@@ -222,3 +222,23 @@ async fn a_promql_metric_is_read_through_a_real_prometheus() {
     assert_eq!(faults["evidence"]["canary"], 1.0, "{faults:#}");
     assert_eq!(faults["kind"], "canary/promql");
 }
+
+#[test]
+fn an_unreachable_version_is_a_clear_error_not_a_hang() {
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args([
+            "canary",
+            "--baseline",
+            "http://127.0.0.1:9",
+            "--canary",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("baseline: connecting to 127.0.0.1:9"),
+        "{stderr}"
+    );
+}
