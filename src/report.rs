@@ -194,6 +194,19 @@ pub struct Counts {
     pub waived: usize,
 }
 
+impl Counts {
+    /// Counts one result of `status`.
+    pub fn add(&mut self, status: Status) {
+        match status {
+            Status::Pass => self.pass += 1,
+            Status::Fail => self.fail += 1,
+            Status::Error => self.error += 1,
+            Status::Skip => self.skip += 1,
+            Status::Inconclusive => self.inconclusive += 1,
+        }
+    }
+}
+
 /// A waiver and whether it applies.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct WaiverInfo {

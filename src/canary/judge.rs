@@ -274,20 +274,10 @@ fn tail(
     let threshold = base_q + spec.min_effect_ms();
     let beyond = |s: &Side| s.latency_ms.iter().filter(|v| **v > threshold).count() as u64;
     let (xb, xc) = (beyond(b), beyond(c));
-    let Some(pr) = stats::compare_proportions(xc, nc, xb, nb, alternative(spec.direction), ci)
-    else {
-        r.observed = "the proportions could not be compared".into();
+    let Some(pr) = compare_counts(spec, r, (xc, nc), (xb, nb), alpha, ci) else {
         return;
     };
     let tol = spec.tolerance();
-    r.class = classify(
-        spec.direction,
-        pr.p,
-        alpha,
-        pr.diff_interval.lo,
-        pr.diff_interval.hi,
-        tol,
-    );
     let qci = |s: &Side| stats::quantile_ci(&s.latency_ms, q, ci);
     let pct = |v: f64| v * 100.0;
     r.expected = format!(
@@ -315,6 +305,27 @@ fn tail(
     });
 }
 
+/// Compares the canary's count out of its n with the baseline's and classifies the
+/// difference against the metric's tolerance (percentage points); `None` (said in
+/// `r.observed`) when the counts cannot be compared.
+fn compare_counts(
+    spec: &MetricSpec,
+    r: &mut MetricResult,
+    (xc, nc): (u64, u64),
+    (xb, nb): (u64, u64),
+    alpha: f64,
+    ci: f64,
+) -> Option<stats::Proportions> {
+    let Some(pr) = stats::compare_proportions(xc, nc, xb, nb, alternative(spec.direction), ci)
+    else {
+        r.observed = format!("counts {xc}/{nc} and {xb}/{nb} cannot be compared");
+        return None;
+    };
+    let (lo, hi) = (pr.diff_interval.lo, pr.diff_interval.hi);
+    r.class = classify(spec.direction, pr.p, alpha, lo, hi, spec.tolerance());
+    Some(pr)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn proportion(
     spec: &MetricSpec,
@@ -330,20 +341,10 @@ fn proportion(
         return;
     }
     let (xc, xb) = (xc.round().max(0.0) as u64, xb.round().max(0.0) as u64);
-    let Some(pr) = stats::compare_proportions(xc, nc, xb, nb, alternative(spec.direction), ci)
-    else {
-        r.observed = format!("{what}: counts {xc}/{nc} and {xb}/{nb} cannot be compared");
+    let Some(pr) = compare_counts(spec, r, (xc, nc), (xb, nb), alpha, ci) else {
         return;
     };
     let tol = spec.tolerance();
-    r.class = classify(
-        spec.direction,
-        pr.p,
-        alpha,
-        pr.diff_interval.lo,
-        pr.diff_interval.hi,
-        tol,
-    );
     let pct = |v: f64| v * 100.0;
     r.expected = format!(
         "{what} {}≤ {:.2} points above the baseline's, or p ≥ {alpha}",

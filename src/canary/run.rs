@@ -72,13 +72,7 @@ pub async fn run(opts: Options) -> Result<Report, CheckFailure> {
     results.extend(compared.results.iter().map(|m| metric_result(m, &compared)));
     let mut counts = Counts::default();
     for r in &results {
-        match r.status {
-            Status::Pass => counts.pass += 1,
-            Status::Fail => counts.fail += 1,
-            Status::Error => counts.error += 1,
-            Status::Skip => counts.skip += 1,
-            Status::Inconclusive => counts.inconclusive += 1,
-        }
+        counts.add(r.status);
     }
     let (verdict, reason) = match &compared.stopped_early {
         Some(why) => (Verdict::NoGo, why.clone()),

@@ -65,13 +65,7 @@ pub fn decide(
     let mut skipped: Vec<String> = Vec::new();
     let mut waived: Vec<String> = Vec::new();
     for r in results.iter_mut() {
-        match r.status {
-            Status::Pass => counts.pass += 1,
-            Status::Fail => counts.fail += 1,
-            Status::Error => counts.error += 1,
-            Status::Skip => counts.skip += 1,
-            Status::Inconclusive => counts.inconclusive += 1,
-        }
+        counts.add(r.status);
         let waiver = active_waiver(waivers, &r.id, today).filter(|_| r.status != Status::Pass);
         r.waived = waiver.map(|w| w.reason.clone());
         let would_block = blocks(r.status, r.severity, block_on);
