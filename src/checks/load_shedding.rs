@@ -275,7 +275,8 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     } else {
         statuses.get("429").copied().unwrap_or(0)
     };
-    if shed < min_shed && limited > 0 && shed + limited >= min_shed {
+    let rate_limited = shed < min_shed && limited > 0 && shed + limited >= min_shed;
+    if rate_limited {
         out.undecided(format!(
             "{limited} of {n} requests were answered 429 by a rate limiter before reaching the \
              shedder, leaving {shed} shed where {min_shed} were needed: the flood's addresses were \
@@ -299,6 +300,9 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     let shed_p99 = percentile(&shed_ms, 0.99);
     let shed_median = median(&shed_ms);
     let accepted_median = median(&ok_ms);
+    // Rate-limited before the shedder with nothing shed: no refusal of the shedder's to time.
+    let no_refusal_to_time = rate_limited && shed == 0;
+    if !no_refusal_to_time {
     out.observe(Observation::new(
         "median latency of shed answers",
         match accepted_median {
@@ -321,6 +325,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
             shed_p99.map_or("none shed".into(), |v| format!("{v:.1} ms")),
             shed_p99.is_some_and(|v| v < ceiling.0.as_secs_f64() * 1e3),
         ));
+    }
     }
     let ok_p99 = percentile(&ok_ms, 0.99);
     // This machine's time to give an immediate answer in this flood.
@@ -506,6 +511,17 @@ mod tests {
                 Measurements {
                     shared_sources: true,
                     ..flood(&[(Some(429), 60, 2.0), (SHED, 36, 4.0), (OK, 64, 305.0)])
+                },
+                Status::Inconclusive,
+            ),
+            (
+                // Seen on the netns rig (two declared addresses, one for the flood): 146
+                // of 160 answered 429 by the limiter, 14 accepted, nothing reached the shedder.
+                "flood from one shared address, nothing shed",
+                none.clone(),
+                Measurements {
+                    shared_sources: true,
+                    ..flood(&[(Some(429), 146, 2.0), (OK, 14, 343.0)])
                 },
                 Status::Inconclusive,
             ),
