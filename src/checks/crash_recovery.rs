@@ -388,6 +388,15 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     ));
     let Some(ready_after) = m.ready_after else {
         out.summary = "the restarted target never became ready".into();
+        // What was done is evidence even when nothing past readiness can be judged.
+        out.evidence = serde_json::json!({
+            "acknowledged_at_kill": m.acked_at_kill,
+            "pid_killed": m.pid_killed,
+            "pid_after_restart": m.pid_after,
+            "ready_ms": null,
+            "polled_ms": m.polled_for.as_secs_f64() * 1e3,
+            "snapshot_generation": generation,
+        });
         return out;
     };
     out.observe(Observation::new(
@@ -624,6 +633,7 @@ mod tests {
         assert_eq!(o.summary, "the restarted target never became ready");
         assert_eq!(o.observations[1].observed, "not ready after 15.0 s");
         assert_eq!(o.observations.len(), 2, "nothing judged past readiness");
+        assert_eq!(o.evidence["pid_killed"], 41, "what was done is still evidence");
     }
 
     /// Regression: with a pid file but no restart command, the check killed the service and
