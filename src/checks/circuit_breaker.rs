@@ -151,8 +151,8 @@ pub struct Measurements {
     pub fault_ineffective: Option<(u32, String)>,
     /// Polls right after the opening.
     pub while_open: Vec<Poll>,
-    /// `/status` state right after those polls (`None`: absent).
-    pub status_while_open: Option<String>,
+    /// `/status` state right after those polls.
+    pub status_while_open: StatusReading,
     /// The poll at half the reset timeout.
     pub mid: Option<Poll>,
     /// Seconds from the opening to a successful trial that closed the breaker.
@@ -160,7 +160,7 @@ pub struct Measurements {
     /// The last poll after the reset timeout.
     pub last_trial: Option<Poll>,
     /// `/status` state after the trial.
-    pub status_after: Option<String>,
+    pub status_after: StatusReading,
     /// Every poll, for the timeline chart.
     pub timeline: Vec<Poll>,
 }
@@ -267,6 +267,53 @@ async fn breaker_status(http: &Http, dep: &str) -> Result<BreakerStatus, CheckEr
 
 async fn status_state(http: &Http, dep: &str) -> Result<Option<String>, CheckError> {
     Ok(breaker_status(http, dep).await?.state)
+}
+
+/// One read of a breaker's state from `/status`, for the judge.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum StatusReading {
+    /// Not read (the phase was not reached).
+    #[default]
+    NotRead,
+    /// `/status` answered 200: the state, or `None` when it does not show this breaker.
+    Read(Option<String>),
+    /// `/status` answered this status, not 200, from every client address tried (a
+    /// rate limiter shared with the rest of the run, say): no reading, not a wrong one.
+    Unreadable(u16),
+}
+
+impl StatusReading {
+    fn is(&self, state: &str) -> bool {
+        matches!(self, StatusReading::Read(Some(s)) if s == state)
+    }
+
+    fn shown(&self) -> String {
+        match self {
+            StatusReading::NotRead => "not read".into(),
+            StatusReading::Read(Some(s)) => s.clone(),
+            StatusReading::Read(None) => "absent".into(),
+            StatusReading::Unreadable(code) => format!("unreadable: /status answered {code}"),
+        }
+    }
+}
+
+/// The breaker's state from `/status`, from each client address in turn until one is
+/// answered 200 (no waiting: the phase being read is short).
+async fn read_state(clients: &[Http], dep: &str) -> Result<StatusReading, CheckError> {
+    let mut last = 0;
+    for http in clients {
+        let r = http.get("/status").await?;
+        if r.status == 200 {
+            return Ok(StatusReading::Read(
+                r.json()?
+                    .pointer(&format!("/breakers/{dep}/state"))
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            ));
+        }
+        last = r.status;
+    }
+    Ok(StatusReading::Unreadable(last))
 }
 
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
@@ -622,7 +669,7 @@ async fn measure(
         m.while_open.push(p.clone());
         m.timeline.push(p);
     }
-    m.status_while_open = status_state(http, &spec.dependency).await?;
+    m.status_while_open = read_state(status_clients, &spec.dependency).await?;
     sent.push("GET /status".into());
 
     // Halfway through the reset timeout it must still be open.
@@ -649,7 +696,7 @@ async fn measure(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    m.status_after = status_state(http, &spec.dependency).await?;
+    m.status_after = read_state(status_clients, &spec.dependency).await?;
     sent.push("GET /status".into());
     Ok(())
 }
@@ -821,10 +868,9 @@ fn judge_into(spec: &Spec, m: &Measurements, out: &mut Outcome) {
         out.observe(Observation::new(
             "/status while open",
             format!("breakers.{}.state = open", spec.dependency),
-            m.status_while_open
-                .clone()
-                .unwrap_or_else(|| "absent".into()),
-            m.status_while_open.as_deref() == Some("open"),
+            m.status_while_open.shown(),
+            m.status_while_open.is("open")
+                || matches!(m.status_while_open, StatusReading::Unreadable(_)),
         ));
     }
     if let Some(mid) = &m.mid {
@@ -856,9 +902,16 @@ fn judge_into(spec: &Spec, m: &Measurements, out: &mut Outcome) {
         out.observe(Observation::new(
             "/status after the trial",
             format!("breakers.{}.state = closed", spec.dependency),
-            m.status_after.clone().unwrap_or_else(|| "absent".into()),
-            m.status_after.as_deref() == Some("closed"),
+            m.status_after.shown(),
+            m.status_after.is("closed") || matches!(m.status_after, StatusReading::Unreadable(_)),
         ));
+        for (when, r) in [("while open", &m.status_while_open), ("after the trial", &m.status_after)] {
+            if let StatusReading::Unreadable(code) = r {
+                out.undecided(format!(
+                    "/status {when} answered {code} from every client address tried: the state it shows was not read (with a shared limiter, give more addresses in `target.source_addresses`)"
+                ));
+            }
+        }
         out.summary = format!(
             "{opened} (threshold {n}), fast-failed (slowest {slowest:.1} ms), {}",
             match m.closed_after_s {
@@ -939,11 +992,11 @@ mod tests {
             attempts,
             count_reported: true,
             while_open: vec![p("rejected", "open", 1.0); 3],
-            status_while_open: Some("open".into()),
+            status_while_open: StatusReading::Read(Some("open".into())),
             mid: Some(p("rejected", "open", 1.0)),
             closed_after_s: Some(2.1),
             last_trial: Some(p("ok", "closed", 2.0)),
-            status_after: Some("closed".into()),
+            status_after: StatusReading::Read(Some("closed".into())),
             ..Measurements::default()
         }
     }
@@ -1026,8 +1079,18 @@ mod tests {
         assert_eq!(o.status(), Status::Fail);
         assert!(o.summary.contains("did not close"), "{}", o.summary);
         let mut no_status = healthy(pinned());
-        no_status.status_after = None;
+        no_status.status_after = StatusReading::Read(None);
         assert_eq!(judge(&spec(5), &no_status).status(), Status::Fail);
+        // /status rate-limited from every address (the netns rig, one shared address): no
+        // reading, so INCONCLUSIVE naming it — it once read as "absent", a false FAIL.
+        let mut limited = healthy(pinned());
+        limited.status_while_open = StatusReading::Unreadable(429);
+        let o = judge(&spec(5), &limited);
+        assert_eq!(o.status(), Status::Inconclusive, "{}", o.summary);
+        assert!(o.inconclusive.unwrap().contains("/status while open answered 429"));
+        // …but a wrong state elsewhere still FAILs.
+        limited.status_after = StatusReading::Read(Some("open".into()));
+        assert_eq!(judge(&spec(5), &limited).status(), Status::Fail);
     }
 
     #[test]
