@@ -1,6 +1,11 @@
 //! Spawning the bundled core service (`preflight serve`, the same executable) on a free
 //! loopback port in a temporary directory, restarting it on the same address after a crash
 //! test, and stopping it cleanly.
+//!
+//! The port is chosen outside the kernel's ephemeral range ([`stable_port`]): a port from
+//! that range (what `:0` gives) can be taken as the source port of any outgoing connection
+//! while the killed service is down, and the restart then finds it in use. The checks
+//! themselves open thousands of connections (`memory_growth` one per request).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +16,27 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::outcome::CheckError;
+
+/// The lowest port [`stable_port`] picks from.
+const STABLE_FLOOR: u16 = 10_000;
+
+/// A loopback port below the kernel's ephemeral range (`ip_local_port_range`) that is free
+/// now. The kernel never hands such a port to an outgoing connection, so it stays free for a
+/// service that is stopped and started again on it. `None` when the range leaves no room
+/// (or cannot be read) or no free port turned up.
+pub fn stable_port() -> Option<u16> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let low: u16 = range.split_whitespace().next()?.parse().ok()?;
+    if low <= STABLE_FLOOR + 1_000 {
+        return None;
+    }
+    (0..64).find_map(|_| {
+        let port = rand::random_range(STABLE_FLOOR..low);
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port))
+            .is_ok()
+            .then_some(port)
+    })
+}
 
 /// A spawned core service. Dropping it kills the child.
 #[derive(Debug)]
@@ -51,11 +77,22 @@ impl Spawned {
             config: req.config.clone(),
             data_dir,
             token,
-            addr: "127.0.0.1:0".into(),
+            addr: String::new(),
             child: Mutex::new(None),
             _tmp: Some(tmp),
         };
-        let (child, addr) = s.launch(req.start_timeout).await?;
+        // A stable port; another process may bind it between the probe and the service's own
+        // bind, so a few more, then whatever the kernel gives.
+        let mut tries = 0;
+        let (child, addr) = loop {
+            tries += 1;
+            let port = if tries <= 3 { stable_port() } else { None };
+            s.addr = format!("127.0.0.1:{}", port.unwrap_or(0));
+            match s.launch(req.start_timeout).await {
+                Err(_) if port.is_some() => continue,
+                other => break other?,
+            }
+        };
         s.addr = addr;
         *s.child.lock().unwrap_or_else(|p| p.into_inner()) = Some(child);
         Ok(s)
@@ -358,5 +395,21 @@ mod tests {
         assert!(msg.contains('5'), "{msg}");
         let e = run_restart_command(&[]).await.unwrap_err();
         assert_eq!(e.status(), crate::outcome::Status::Skip);
+    }
+
+    #[test]
+    fn stable_ports_lie_below_the_ephemeral_range_and_are_free() {
+        let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") else {
+            assert_eq!(stable_port(), None);
+            return;
+        };
+        let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        match stable_port() {
+            Some(p) => {
+                assert!((STABLE_FLOOR..low).contains(&p), "{p} not below {low}");
+                std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, p)).unwrap();
+            }
+            None => assert!(low <= STABLE_FLOOR + 1_000, "no stable port below {low}"),
+        }
     }
 }
