@@ -3,9 +3,11 @@
 //! 1. the load generator's throughput vs `wrk` on the same route (goal ≥ 0.8; skipped when
 //!    `wrk` is not installed);
 //! 2. the default policy's wall time vs the sum of its inherent waits (goal ≤ 1.3×, < 60 s);
-//! 3. `memory_growth` (the default policy's check) detects the 1 KiB-per-build leak of
-//!    `config/regressions/leak-1kib.yaml` within 3 000 builds, and gives no false FAIL in 10
-//!    runs on `config/core.yaml`; plus a 10 000-build run showing the good profile plateau.
+//! 3. `memory_growth`, the default policy's two checks (exact heap gauge at 32 B, RSS at
+//!    1 KiB) on the same fresh services: `config/regressions/leak-64b.yaml` (20 runs, FAIL on
+//!    the heap within 2 000 builds), `leak-2kib.yaml` (5), `config/core.yaml` (50, no false
+//!    FAIL); plus 10 000-build runs showing the good profile flat. `BENCH_LEAK_RUNS`,
+//!    `BENCH_GOOD_RUNS` change the counts; `BENCH_VERBOSE=1` prints every run.
 //!
 //! 4. the same comparison over TLS: both through one TLS-terminating proxy (rustls, in this
 //!    process) in front of the core service, certificate from a CA made here (goal ≥ 0.9).
@@ -196,82 +198,130 @@ fn bench_default_policy() {
     );
 }
 
-/// The default policy's `detectors-leak-free` check, with `iterations` measured builds.
-fn memory_spec(iterations: u32) -> CheckSpec {
+/// The default policy's memory checks with `iterations` measured builds: `detectors-leak-free`
+/// (the exact heap gauge, limit 32 B) and `detectors-rss-bounded` (RSS, limit 1 KiB).
+fn memory_spec(heap: bool, iterations: u32) -> CheckSpec {
+    let (source, limit) = if heap {
+        (serde_json::json!({"metric": "heap_live_bytes"}), "32B")
+    } else {
+        (serde_json::json!("process"), "1KiB")
+    };
     serde_json::from_value(serde_json::json!({
         "kind": "memory_growth", "request": "POST /v1/graph/build", "body": {"window": "5m"},
         "warmup": 100, "iterations": iterations, "sample_every": (iterations / 50).max(1),
-        "max_growth_per_iteration": "1KiB",
+        "max_growth_per_iteration": limit, "source": source,
     }))
     .unwrap()
 }
 
-/// Runs the memory check `runs` times, each on a freshly spawned service with `config`.
-async fn memory_runs(config: &str, runs: u8, iterations: u32, octet: u8) -> (usize, Vec<String>) {
-    let mut fails = 0;
-    let mut lines = Vec::new();
-    for run in 0..runs {
-        let target = Arc::new(spawn(config).await);
-        let o = memory_spec(iterations)
-            .run(&ctx(target, octet + run))
-            .await
-            .unwrap();
-        if o.status() == Status::Fail {
-            fails += 1;
+/// FAILs, PASSes and INCONCLUSIVEs of one instrument over the runs, the builds it needed, and
+/// one line per run.
+#[derive(Default)]
+struct Tally {
+    fail: usize,
+    pass: usize,
+    other: usize,
+    most_builds: u64,
+    lines: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, o: &preflight::outcome::Outcome) {
+        match o.status() {
+            Status::Fail => self.fail += 1,
+            Status::Pass => self.pass += 1,
+            _ => self.other += 1,
         }
         let e = &o.evidence;
-        lines.push(format!(
-            "{} {:.0} B [{:.0}, {:.0}], later half {:.0} B, {} builds",
+        let builds = e["iterations_measured"].as_u64().unwrap_or(0);
+        self.most_builds = self.most_builds.max(builds);
+        self.lines.push(format!(
+            "{} {:.0} B [{:.0}, {:.0}], later half {:.0} B, {builds} builds",
             o.status().as_str(),
             e["slope_bytes_per_iteration"].as_f64().unwrap_or(f64::NAN),
             e["slope_ci"][0].as_f64().unwrap_or(f64::NAN),
             e["slope_ci"][1].as_f64().unwrap_or(f64::NAN),
             e["late_half_slope"].as_f64().unwrap_or(f64::NAN),
-            e["iterations_measured"]
         ));
     }
-    (fails, lines)
+
+    fn print(&self, what: &str, runs: usize) {
+        println!(
+            "  {what}: {}/{runs} FAIL, {}/{runs} PASS, {} other; at most {} builds measured",
+            self.fail, self.pass, self.other, self.most_builds
+        );
+        if std::env::var_os("BENCH_VERBOSE").is_some() {
+            for l in &self.lines {
+                println!("    {l}");
+            }
+        }
+    }
+}
+
+/// Both memory checks, heap then RSS, on each of `runs` freshly spawned services with
+/// `config`: the same runs judged by both instruments.
+async fn memory_runs(config: &str, runs: u8, octet: u8) {
+    let (mut heap, mut rss) = (Tally::default(), Tally::default());
+    for run in 0..runs {
+        let target = Arc::new(spawn(config).await);
+        let o = memory_spec(true, 1000)
+            .run(&ctx(target.clone(), octet + run))
+            .await
+            .unwrap();
+        heap.add(&o);
+        // Other addresses: the heap check's may still be rate-limited.
+        let o = memory_spec(false, 1000)
+            .run(&ctx(target, octet + run + 100))
+            .await
+            .unwrap();
+        rss.add(&o);
+    }
+    println!("memory_growth on {config}, {runs} fresh services × (heap check, RSS check):");
+    heap.print("heap_live_bytes, limit 32B", runs.into());
+    rss.print("RSS, limit 1KiB", runs.into());
 }
 
 async fn bench_memory_growth() {
-    // The default policy's check (warm-up 100, limit 1 KiB), each run on a fresh service.
-    let leak = "config/regressions/leak-1kib.yaml";
-    let (fails, lines) = memory_runs(leak, 5, 3000, 91).await;
-    println!("memory_growth on {leak}, 5 runs × 3000 builds, limit 1KiB: {fails}/5 FAIL");
-    for l in &lines {
-        println!("  {l}");
-    }
-    let (fails, lines) = memory_runs(leak, 5, 1000, 96).await;
-    println!("memory_growth on {leak}, 5 runs × 1000 builds (the policy's): {fails}/5 FAIL");
-    for l in &lines {
-        println!("  {l}");
-    }
-    let (fails, lines) = memory_runs("config/core.yaml", 10, 1000, 101).await;
-    println!(
-        "memory_growth on config/core.yaml, 10 runs × 1000 builds, limit 1KiB: {fails} false FAIL"
-    );
-    for l in &lines {
-        println!("  {l}");
-    }
+    // The default policy's two checks (warm-up 100, 1 000 builds, up to two extensions).
+    let runs = |var: &str, default: u8| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    memory_runs(
+        "config/regressions/leak-64b.yaml",
+        runs("BENCH_LEAK_RUNS", 20),
+        60,
+    )
+    .await;
+    memory_runs("config/regressions/leak-2kib.yaml", 5, 85).await;
+    memory_runs("config/core.yaml", runs("BENCH_GOOD_RUNS", 50), 91).await;
     // Long run on one service: does the good profile's growth plateau?
-    let target = Arc::new(spawn("config/core.yaml").await);
-    let o = memory_spec(10_000).run(&ctx(target, 120)).await.unwrap();
-    let s: Vec<(f64, f64)> = serde_json::from_value(o.evidence["samples"].clone()).unwrap();
-    let seg = |a: usize, b: usize| (s[b].1 - s[a].1) / (s[b].0 - s[a].0);
-    println!(
-        "memory_growth on config/core.yaml, 10 000 builds: {} — {}\n  B/build by segment: 0–2k {:.0}, 2k–4k {:.0}, 4k–6k {:.0}, 6k–8k {:.0}, 8k–10k {:.0}",
-        o.status().as_str(),
-        o.summary,
-        seg(0, 10),
-        seg(10, 20),
-        seg(20, 30),
-        seg(30, 40),
-        seg(40, 50)
-    );
+    for heap in [true, false] {
+        let target = Arc::new(spawn("config/core.yaml").await);
+        let o = memory_spec(heap, 10_000)
+            .run(&ctx(target, 145 + u8::from(heap)))
+            .await
+            .unwrap();
+        let s: Vec<(f64, f64)> = serde_json::from_value(o.evidence["samples"].clone()).unwrap();
+        let seg = |a: usize, b: usize| (s[b].1 - s[a].1) / (s[b].0 - s[a].0);
+        println!(
+            "memory_growth ({}) on config/core.yaml, 10 000 builds: {} — {}\n  B/build by segment: 0–2k {:.0}, 2k–4k {:.0}, 4k–6k {:.0}, 6k–8k {:.0}, 8k–10k {:.0}",
+            if heap { "heap" } else { "RSS" },
+            o.status().as_str(),
+            o.summary,
+            seg(0, 10),
+            seg(10, 20),
+            seg(20, 30),
+            seg(30, 40),
+            seg(40, 50)
+        );
+    }
     let bad = Arc::new(spawn("config/before-hardening.yaml").await);
-    let o = memory_spec(1000).run(&ctx(bad, 125)).await.unwrap();
+    let o = memory_spec(true, 1000).run(&ctx(bad, 150)).await.unwrap();
     println!(
-        "memory_growth on config/before-hardening.yaml: {} — {}",
+        "memory_growth (heap) on config/before-hardening.yaml: {} — {}",
         o.status().as_str(),
         o.summary
     );

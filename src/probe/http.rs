@@ -66,8 +66,18 @@ impl Http {
         budget: Budget,
         deadline: Instant,
     ) -> Result<Self, CheckError> {
+        Self::with_pool(target, source, budget, deadline, 64)
+    }
+
+    fn with_pool(
+        target: &Target,
+        source: IpAddr,
+        budget: Budget,
+        deadline: Instant,
+        idle_per_host: usize,
+    ) -> Result<Self, CheckError> {
         let client = client_builder(target, source)?
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(idle_per_host)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -269,5 +279,11 @@ impl Ctx {
     /// An HTTP client from another address of this check (see [`Ctx::extra_sources`]).
     pub fn http_from(&self, source: IpAddr) -> Result<Http, CheckError> {
         Http::new(&self.target, source, self.budget.clone(), self.deadline)
+    }
+
+    /// Like [`Ctx::http_from`], but every request on a connection of its own, closed after
+    /// the answer: nothing of one request's connection outlives it on the target.
+    pub fn http_from_unpooled(&self, source: IpAddr) -> Result<Http, CheckError> {
+        Http::with_pool(&self.target, source, self.budget.clone(), self.deadline, 0)
     }
 }

@@ -238,6 +238,72 @@ pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
     );
 }
 
+/// The Rust heap as the binary's counting allocator sees it (`main.rs`): exact, unlike the
+/// RSS, which moves with the allocator's arenas and page reuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    pub live_bytes: u64,
+    pub live_allocations: u64,
+    pub allocations: u64,
+    pub allocated_bytes: u64,
+}
+
+/// The counters of the binary's global allocator, or `None` where it is not installed (this
+/// library linked into a test or a benchmark): an absent series rather than a zero that would
+/// read as "the heap is empty".
+pub fn heap() -> Option<Heap> {
+    Heap::from_stats(stats_alloc::INSTRUMENTED_SYSTEM.stats())
+}
+
+impl Heap {
+    fn from_stats(s: stats_alloc::Stats) -> Option<Heap> {
+        if s.allocations == 0 {
+            return None;
+        }
+        // stats_alloc adds a realloc's growth to `bytes_allocated` and its shrinking to
+        // `bytes_deallocated` (`bytes_reallocated` only repeats the net change).
+        Some(Heap {
+            live_bytes: s.bytes_allocated.saturating_sub(s.bytes_deallocated) as u64,
+            live_allocations: s.allocations.saturating_sub(s.deallocations) as u64,
+            allocations: s.allocations as u64,
+            allocated_bytes: s.bytes_allocated as u64,
+        })
+    }
+
+    /// `heap_live_bytes`, `heap_live_allocations`, `heap_allocations_total`,
+    /// `heap_allocated_bytes_total`.
+    pub fn render(&self, out: &mut String) {
+        sample(
+            out,
+            "heap_live_bytes",
+            "gauge",
+            "Bytes allocated on the heap and not yet freed (exact, from the counting allocator).",
+            self.live_bytes,
+        );
+        sample(
+            out,
+            "heap_live_allocations",
+            "gauge",
+            "Heap allocations not yet freed.",
+            self.live_allocations,
+        );
+        sample(
+            out,
+            "heap_allocations_total",
+            "counter",
+            "Heap allocations made.",
+            self.allocations,
+        );
+        sample(
+            out,
+            "heap_allocated_bytes_total",
+            "counter",
+            "Bytes allocated on the heap, including growth by reallocation.",
+            self.allocated_bytes,
+        );
+    }
+}
+
 /// Resident set size of this process, from /proc/self/statm (falls back to sysinfo).
 pub fn resident_memory_bytes() -> u64 {
     if let Ok(s) = std::fs::read_to_string("/proc/self/statm")
@@ -252,4 +318,38 @@ pub fn resident_memory_bytes() -> u64 {
     let mut sys = sysinfo::System::new();
     sys.refresh_processes(sysinfo::ProcessesToUpdate::Some(&[pid]), true);
     sys.process(pid).map(|p| p.memory()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_figures_from_the_allocator_counters() {
+        let none = stats_alloc::Stats::default();
+        assert_eq!(Heap::from_stats(none), None, "not installed: no series");
+        let s = stats_alloc::Stats {
+            allocations: 10,
+            deallocations: 4,
+            reallocations: 3,
+            bytes_allocated: 1000,
+            bytes_deallocated: 300,
+            bytes_reallocated: -50,
+        };
+        let h = Heap::from_stats(s).unwrap();
+        assert_eq!(h.live_bytes, 700);
+        assert_eq!(h.live_allocations, 6);
+        assert_eq!(h.allocations, 10);
+        assert_eq!(h.allocated_bytes, 1000);
+        let mut page = String::new();
+        h.render(&mut page);
+        for line in [
+            "# TYPE heap_live_bytes gauge\nheap_live_bytes 700\n",
+            "# TYPE heap_live_allocations gauge\nheap_live_allocations 6\n",
+            "# TYPE heap_allocations_total counter\nheap_allocations_total 10\n",
+            "# TYPE heap_allocated_bytes_total counter\nheap_allocated_bytes_total 1000\n",
+        ] {
+            assert!(page.contains(line), "{line:?} not in {page}");
+        }
+    }
 }

@@ -555,6 +555,8 @@ async fn status(State(state): State<Shared>) -> Result<Json<Value>, AppError> {
 async fn metrics(State(state): State<Shared>) -> Response {
     use std::fmt::Write as _;
     let m = &state.metrics;
+    // Read before this page allocates anything, so a scrape does not count itself.
+    let heap = super::metrics::heap();
     let mut out = String::with_capacity(16 * 1024);
     m.render_http(&mut out);
     let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -665,6 +667,9 @@ async fn metrics(State(state): State<Shared>) -> Response {
         "Resident set size.",
         resident_memory_bytes(),
     );
+    if let Some(h) = heap {
+        h.render(&mut out);
+    }
     (
         [(
             header::CONTENT_TYPE,

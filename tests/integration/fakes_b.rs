@@ -258,3 +258,79 @@ async fn memory_growth_under_heavy_noise_is_inconclusive_not_pass() {
     .await;
     assert_eq!(st, Status::Fail, "{}", o.summary);
 }
+
+/// A JVM-like page: the heap pool leaks 200 bytes per request, the non-heap pool is flat.
+fn jvm_pools(n: u64) -> String {
+    format!(
+        "# TYPE jvm_memory_used_bytes gauge\n\
+         jvm_memory_used_bytes{{area=\"heap\",id=\"G1 Eden Space\"}} {}\n\
+         jvm_memory_used_bytes{{area=\"nonheap\",id=\"Metaspace\"}} 30000000\n",
+        80_000_000 + 200 * n
+    )
+}
+
+#[tokio::test]
+async fn memory_growth_reads_any_gauge_named_with_its_labels() {
+    let url = rss_service(jvm_pools).await;
+    let gauge = |labels: serde_json::Value| {
+        serde_json::json!({
+            "source": {"metric": "jvm_memory_used_bytes", "labels": labels},
+            "max_growth_per_iteration": "64B",
+        })
+    };
+    // The leaking pool FAILs, and the report names the series it read.
+    let (st, o) = run(memory(gauge(serde_json::json!({"area": "heap"}))), &url, 16).await;
+    assert_eq!(st, Status::Fail, "{}", o.summary);
+    assert!(
+        o.summary.contains("jvm_memory_used_bytes{area=\"heap\"}"),
+        "{}",
+        o.summary
+    );
+    assert!((o.evidence["slope_bytes_per_iteration"].as_f64().unwrap() - 200.0).abs() < 1.0);
+    // The flat one PASSes.
+    let (st, o) = run(
+        memory(gauge(serde_json::json!({"area": "nonheap"}))),
+        &url,
+        17,
+    )
+    .await;
+    assert_eq!(st, Status::Pass, "{}", o.summary);
+    // Two series match without labels: an ERROR naming both, never a pick.
+    let (st, o) = run(memory(gauge(serde_json::json!({}))), &url, 18).await;
+    assert_eq!(st, Status::Error, "{}", o.summary);
+    // A gauge the target does not export: SKIP naming it.
+    let (st, o) = run(
+        memory(serde_json::json!({"source": {"metric": "go_memstats_heap_alloc_bytes"}})),
+        &url,
+        19,
+    )
+    .await;
+    assert_eq!(st, Status::Skip, "{}", o.summary);
+    assert!(
+        o.summary.contains("go_memstats_heap_alloc_bytes"),
+        "{}",
+        o.summary
+    );
+}
+
+/// RSS that climbs 8 KiB per request for the first 60 requests, then stays flat: an allocator
+/// settling, not a leak.
+fn settling(n: u64) -> String {
+    format!(
+        "process_resident_memory_bytes {}\n",
+        50_000_000 + 8192 * n.min(60)
+    )
+}
+
+#[tokio::test]
+async fn memory_growth_that_settles_is_not_a_leak() {
+    let url = rss_service(settling).await;
+    let (st, o) = run(memory(serde_json::json!({})), &url, 20).await;
+    // Measured past the settling (two more rounds): PASS; never FAIL.
+    assert_ne!(st, Status::Fail, "{}", o.summary);
+    assert!(
+        o.evidence["extensions"].as_u64().unwrap() >= 1,
+        "{}",
+        o.evidence
+    );
+}

@@ -16,9 +16,17 @@ use std::time::{Duration, Instant};
 const MATRIX: &[(&str, &[&str])] = &[
     (
         "detectors-rebuilt",
-        &["detectors-built-once", "detectors-leak-free"],
+        &[
+            "detectors-built-once",
+            "detectors-leak-free",
+            "detectors-rss-bounded",
+        ],
     ),
-    ("leak-1kib", &["detectors-leak-free"]),
+    (
+        "leak-2kib",
+        &["detectors-leak-free", "detectors-rss-bounded"],
+    ),
+    ("leak-64b", &["detectors-leak-free"]),
     ("no-rate-limit", &["per-ip-rate-limit", "status-fields"]),
     ("no-query-timeout", &["query-timeout", "status-fields"]),
     ("breaker-unreachable", &["feed-breaker", "status-fields"]),

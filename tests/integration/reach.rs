@@ -800,7 +800,7 @@ fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run)
         let status = got.remove(*id).unwrap_or_default();
         let reference = want.remove(*id).unwrap_or_default();
         assert_ne!(status, "ERROR", "{id} on {url}: {:#}", run.result(id));
-        if *id != "detectors-leak-free" && reference == "PASS" {
+        if !id.starts_with("detectors-") && reference == "PASS" {
             assert!(
                 ["PASS", "INCONCLUSIVE", "SKIP"].contains(&status.as_str()),
                 "{id} on {url}: {status} where the loopback run PASSed: {:#}",
@@ -813,15 +813,16 @@ fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run)
 }
 
 /// Checks of the default policy whose verdict depends on fresh per-client rate-limit buckets
-/// (held to "never a false FAIL" here) — and `detectors-leak-free`, whose RSS measurement
-/// FAILed the *loopback baseline* once on this loaded 2-core machine (a false FAIL of
-/// `memory_growth` under noise, issue 15 #7), so it cannot serve as the reference here (only
-/// "not ERROR"; issue 14 replaces RSS with an exact heap gauge).
+/// (held to "never a false FAIL" here) — and the two memory checks, whose 1 000 builds from
+/// shared addresses go at the limiter's refill rate and may not finish in time (only "not
+/// ERROR"; the RSS one also FAILed the *loopback baseline* once on this loaded 2-core
+/// machine, issue 15 #7).
 const SHARED_BUCKET_CHECKS: &[&str] = &[
     "per-ip-rate-limit",
     "load-shedding",
     "feed-breaker",
     "detectors-leak-free",
+    "detectors-rss-bounded",
 ];
 
 /// The default policy against a loopback remote target, with URL and admin token.

@@ -247,6 +247,7 @@ pub const BEFORE_HARDENING_FAILS: &[&str] = &[
     "status-fields",
     "detectors-built-once",
     "detectors-leak-free",
+    "detectors-rss-bounded",
     "per-ip-rate-limit",
     "query-timeout",
     "feed-breaker",
