@@ -1,25 +1,28 @@
 //! Per-client-IP token buckets on governor's keyed GCRA with its monotonic clock.
 //!
-//! The state store is ours ([`CappedStore`]): a DashMap of one `AtomicU64` per address, with a
-//! hard cap on tracked addresses. When the cap is reached, addresses not already tracked share
-//! one overflow bucket until idle entries are cleaned up, so a spray of addresses costs bounded
+//! The state store is ours ([`CappedStore`]): 8 bytes of GCRA state (an `AtomicU64`) per
+//! address in sharded tables keyed compactly — IPv4 as a `u32`, IPv6 apart as its 16 octets,
+//! an IPv4-mapped IPv6 address as the IPv4 address it carries — with a hard cap on tracked
+//! addresses across both. When the cap is reached, addresses not already tracked share one
+//! overflow bucket until idle entries are cleaned up, so a spray of addresses costs bounded
 //! memory and cannot starve the clients already tracked. The rejection path allocates nothing
 //! of its own, builds no clock and does not log (rejections are counted; a periodic summary is
 //! logged by the cleanup task).
 
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use governor::clock::{Clock, MonotonicClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
 use governor::state::StateStore;
-use governor::state::keyed::ShrinkableKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use super::config::{RateLimitConfig, parse_cidr};
@@ -27,9 +30,25 @@ use super::config::{RateLimitConfig, parse_cidr};
 /// The key every untracked address shares once the store is full.
 pub const OVERFLOW_KEY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
 
+/// Hashes a key in a few instructions; the std default (SipHash) was 5–7 % of a check's time.
+/// Not a keyed cryptographic hash, but seeded per table (stack and heap addresses, the clock),
+/// so colliding addresses cannot be listed in advance; and the `max_clients` cap bounds what a
+/// spray of addresses can make the tables hold.
+type Hasher = foldhash::fast::RandomState;
+
+/// One table: a 16-byte slot per IPv4 client (`u32` + `AtomicU64`), 24 bytes per IPv6 client
+/// (`[u8; 16]` + `AtomicU64`), plus hashbrown's control byte; an `IpAddr` key (17 bytes) made
+/// every slot 32 bytes.
+type Table<K> = DashMap<K, AtomicU64, Hasher>;
+
 /// Keyed GCRA state with a cap on the number of keys.
 pub struct CappedStore {
-    map: DashMap<IpAddr, AtomicU64>,
+    v4: Table<u32>,
+    v6: Table<[u8; 16]>,
+    /// Entries in both tables, reserved before an insert so that concurrent new clients
+    /// cannot take the count past `cap` (and the cap check costs one load, not a walk of the
+    /// shards).
+    count: AtomicUsize,
     overflow: AtomicU64,
     cap: usize,
     pub overflow_hits: AtomicU64,
@@ -52,6 +71,74 @@ fn measure<T, E>(
     decision.map(|(r, _)| r)
 }
 
+impl CappedStore {
+    fn new(cap: usize) -> CappedStore {
+        CappedStore {
+            v4: Table::with_hasher(Hasher::default()),
+            v6: Table::with_hasher(Hasher::default()),
+            count: AtomicUsize::new(0),
+            overflow: AtomicU64::new(0),
+            cap,
+            overflow_hits: AtomicU64::new(0),
+        }
+    }
+
+    fn measure_in<K: Eq + Hash, T, E>(
+        &self,
+        table: &Table<K>,
+        key: K,
+        f: impl Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    ) -> Result<T, E> {
+        if let Some(cell) = table.get(&key) {
+            return measure(&cell, f);
+        }
+        if !self.reserve() {
+            self.overflow_hits.fetch_add(1, Ordering::Relaxed);
+            return measure(&self.overflow, f);
+        }
+        match table.entry(key) {
+            Entry::Occupied(cell) => {
+                // Another request inserted it since the lookup: give the reservation back.
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                measure(cell.get(), f)
+            }
+            Entry::Vacant(slot) => measure(&slot.insert(AtomicU64::new(0)), f),
+        }
+    }
+
+    /// Takes one place under the cap, if one is left.
+    fn reserve(&self) -> bool {
+        self.count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Drops the entries whose state is at or below `below` (nanoseconds since the start).
+    fn retain_recent(&self, below: u64) {
+        let mut dropped = 0;
+        let mut recent = |v: &mut AtomicU64| {
+            let keep = *v.get_mut() > below;
+            dropped += usize::from(!keep);
+            keep
+        };
+        self.v4.retain(|_, v| recent(v));
+        self.v6.retain(|_, v| recent(v));
+        self.count.fetch_sub(dropped, Ordering::Relaxed);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.v4.shrink_to_fit();
+        self.v6.shrink_to_fit();
+    }
+
+    /// Tracked addresses (IPv4, IPv6), counted in the tables.
+    pub fn len(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+}
+
 /// A shared handle, so the service can count and clean the store the limiter uses.
 #[derive(Clone)]
 pub struct StoreHandle(pub Arc<CappedStore>);
@@ -64,31 +151,11 @@ impl StateStore for StoreHandle {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let s = &self.0;
-        if let Some(cell) = s.map.get(key) {
-            return measure(&cell, f);
+        // `::ffff:a.b.c.d` is how a dual-stack socket shows an IPv4 peer: the same client.
+        match key.to_canonical() {
+            IpAddr::V4(a) => s.measure_in(&s.v4, a.to_bits(), f),
+            IpAddr::V6(a) => s.measure_in(&s.v6, a.octets(), f),
         }
-        if s.map.len() >= s.cap {
-            s.overflow_hits.fetch_add(1, Ordering::Relaxed);
-            return measure(&s.overflow, f);
-        }
-        let cell = s.map.entry(*key).or_insert_with(|| AtomicU64::new(0));
-        measure(&cell, f)
-    }
-}
-
-impl ShrinkableKeyedStateStore<IpAddr> for StoreHandle {
-    fn retain_recent(&self, drop_below: Nanos) {
-        let below: u64 = drop_below.into();
-        self.0.map.retain(|_, v| v.load(Ordering::Relaxed) > below);
-    }
-    fn shrink_to_fit(&self) {
-        self.0.map.shrink_to_fit();
-    }
-    fn len(&self) -> usize {
-        self.0.map.len()
-    }
-    fn is_empty(&self) -> bool {
-        self.0.map.is_empty()
     }
 }
 
@@ -118,24 +185,44 @@ pub struct Limiter {
     idle_timeout: Duration,
     start: std::time::Instant,
     pub limit_header: HeaderValue,
-    /// `0..=MAX_PREBUILT` as header values, so common numbers never allocate.
-    numbers: Vec<HeaderValue>,
     pub rejections: AtomicU64,
 }
 
 const MAX_PREBUILT: u64 = 4096;
+
+/// `0..=MAX_PREBUILT` as header values over one static string, built once per process: common
+/// numbers never allocate, and cloning or dropping one touches no reference count (a shared
+/// count was a cache line that both cores wrote on every response).
+fn prebuilt() -> &'static [HeaderValue] {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    static VALUES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    VALUES.get_or_init(|| {
+        let text: &'static str =
+            TEXT.get_or_init(|| (0..=MAX_PREBUILT).map(|n| n.to_string()).collect());
+        let mut at = 0;
+        (0..=MAX_PREBUILT)
+            .map(|n| {
+                let len = n.checked_ilog10().map_or(1, |d| d as usize + 1);
+                at += len;
+                HeaderValue::from_static(&text[at - len..at])
+            })
+            .collect()
+    })
+}
+
+fn number(n: u64) -> HeaderValue {
+    match prebuilt().get(n as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
+}
 
 impl Limiter {
     pub fn new(cfg: &RateLimitConfig) -> Limiter {
         let burst = NonZeroU32::new(cfg.burst).unwrap_or(NonZeroU32::MIN);
         let rate = NonZeroU32::new(cfg.per_second).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst);
-        let store = StoreHandle(Arc::new(CappedStore {
-            map: DashMap::new(),
-            overflow: AtomicU64::new(0),
-            cap: cfg.max_clients,
-            overflow_hits: AtomicU64::new(0),
-        }));
+        let store = StoreHandle(Arc::new(CappedStore::new(cfg.max_clients)));
         let start = MonotonicClock.now();
         let governor: Governor = RateLimiter::new(quota, store.clone(), MonotonicClock);
         Limiter {
@@ -152,16 +239,8 @@ impl Limiter {
             max_clients: cfg.max_clients,
             idle_timeout: cfg.idle_timeout.get(),
             start,
-            limit_header: HeaderValue::from(cfg.burst),
-            numbers: (0..=MAX_PREBUILT).map(HeaderValue::from).collect(),
+            limit_header: number(cfg.burst.into()),
             rejections: AtomicU64::new(0),
-        }
-    }
-
-    fn number(&self, n: u64) -> HeaderValue {
-        match self.numbers.get(n as usize) {
-            Some(v) => v.clone(),
-            None => HeaderValue::from(n),
         }
     }
 
@@ -206,8 +285,8 @@ impl Limiter {
                 let missing = (self.burst as u64).saturating_sub(remaining);
                 let reset = missing.div_ceil(self.per_second as u64);
                 Decision::Allow {
-                    remaining: self.number(remaining),
-                    reset: self.number(reset),
+                    remaining: number(remaining),
+                    reset: number(reset),
                 }
             }
             Err(not_until) => {
@@ -215,7 +294,7 @@ impl Limiter {
                 let wait = not_until.wait_time_from(MonotonicClock.now());
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 Decision::Deny {
-                    retry_after: self.number(secs.max(1)),
+                    retry_after: number(secs.max(1)),
                 }
             }
         }
@@ -228,9 +307,9 @@ impl Limiter {
         // has been full for `idle_timeout`.
         let elapsed = MonotonicClock.now().duration_since(self.start);
         let below = elapsed.saturating_sub(self.idle_timeout);
-        self.store.retain_recent(Nanos::from(below));
+        self.store.0.retain_recent(Nanos::from(below).as_u64());
         self.overflow_reset(below);
-        self.store.shrink_to_fit();
+        self.store.0.shrink_to_fit();
     }
 
     fn overflow_reset(&self, below: Duration) {
@@ -242,8 +321,10 @@ impl Limiter {
         }
     }
 
+    /// Tracked client addresses, IPv4 and IPv6 together.
     pub fn tracked(&self) -> usize {
-        self.store.0.map.len()
+        let (v4, v6) = self.store.0.len();
+        v4 + v6
     }
 }
 
@@ -305,5 +386,125 @@ mod tests {
         );
         assert_eq!(l.client_ip(other, Some(xff)), other);
         assert_eq!(l.client_ip(proxy, Some(b"garbage")), proxy);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn allowed(l: &Limiter, s: &str) -> bool {
+        matches!(l.check(ip(s)), Decision::Allow { .. })
+    }
+
+    #[test]
+    fn ipv4_ipv6_and_mapped_keys() {
+        let l = Limiter::new(&cfg(1, 10));
+        assert!(allowed(&l, "10.0.0.1"));
+        // The IPv4-mapped form is the same client, in the same bucket.
+        assert!(!allowed(&l, "::ffff:10.0.0.1"));
+        assert!(allowed(&l, "2001:db8::1"));
+        assert!(!allowed(&l, "2001:db8::1"));
+        // A mapped address first seen in its IPv6 form is stored as IPv4.
+        assert!(allowed(&l, "::ffff:10.0.0.2"));
+        assert!(!allowed(&l, "10.0.0.2"));
+        // Not mapped: the deprecated IPv4-compatible form and an address in another /96.
+        assert!(allowed(&l, "::10.0.0.1"));
+        assert!(allowed(&l, "2001:db8::10.0.0.1"));
+        assert_eq!(l.store.0.len(), (2, 3));
+        assert_eq!(l.tracked(), 5);
+    }
+
+    #[test]
+    fn the_cap_spans_both_tables() {
+        let l = Limiter::new(&cfg(1, 4));
+        for a in ["10.0.0.1", "10.0.0.2", "2001:db8::1", "2001:db8::2"] {
+            assert!(allowed(&l, a));
+        }
+        // Full: a new client of either family shares the overflow bucket (one token).
+        assert!(allowed(&l, "2001:db8::3"));
+        assert!(!allowed(&l, "10.0.0.3"));
+        assert_eq!(l.store.0.overflow_hits.load(Ordering::Relaxed), 2);
+        assert_eq!(l.store.0.len(), (2, 2));
+        // Tracked clients keep their own (drained) buckets.
+        assert!(!allowed(&l, "2001:db8::1"));
+        assert_eq!(l.store.0.overflow_hits.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn concurrent_new_clients_never_pass_the_cap() {
+        let l = Limiter::new(&cfg(1, 100));
+        std::thread::scope(|s| {
+            for t in 0..4u32 {
+                let l = &l;
+                s.spawn(move || {
+                    for i in 0..1000u32 {
+                        l.check(IpAddr::from((t << 16 | i).to_be_bytes()));
+                        l.check(IpAddr::from(
+                            (u128::from(t) << 64 | u128::from(i)).to_be_bytes(),
+                        ));
+                    }
+                });
+            }
+        });
+        assert_eq!(l.tracked(), 100);
+    }
+
+    #[test]
+    fn cleanup_drops_idle_entries_of_both_tables_and_shrinks() {
+        let mut c = cfg(1, 10_000);
+        c.per_second = 1000;
+        c.idle_timeout = crate::units::Dur::from_secs(0);
+        let l = Limiter::new(&c);
+        for i in 0..3000u32 {
+            l.check(IpAddr::from((0x0a00_0000 | i).to_be_bytes()));
+            l.check(IpAddr::from(
+                (0x2001_0db8u128 << 96 | u128::from(i)).to_be_bytes(),
+            ));
+        }
+        assert_eq!(l.store.0.len(), (3000, 3000));
+        assert!(l.store.0.v4.capacity() >= 3000 && l.store.0.v6.capacity() >= 3000);
+        // One token refills in 1 ms; after that every bucket is full, so idle.
+        std::thread::sleep(Duration::from_millis(20));
+        l.cleanup();
+        assert_eq!(l.store.0.len(), (0, 0));
+        assert_eq!(l.store.0.v4.capacity(), 0);
+        assert_eq!(l.store.0.v6.capacity(), 0);
+        // The places under the cap came back with the entries.
+        assert_eq!(l.store.0.count.load(Ordering::Relaxed), 0);
+        assert!(allowed(&l, "10.0.0.1"));
+        assert_eq!(l.store.0.overflow_hits.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn cleanup_keeps_a_recent_client() {
+        let mut c = cfg(2, 10);
+        c.idle_timeout = crate::units::Dur::from_secs(3600);
+        let l = Limiter::new(&c);
+        assert!(allowed(&l, "10.0.0.1"));
+        assert!(allowed(&l, "2001:db8::1"));
+        l.cleanup();
+        assert_eq!(l.store.0.len(), (1, 1));
+        assert_eq!(l.store.0.count.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn prebuilt_header_values_read_as_their_numbers() {
+        for n in [
+            0u64,
+            1,
+            9,
+            10,
+            99,
+            100,
+            999,
+            1000,
+            4095,
+            4096,
+            4097,
+            1_000_000_000,
+        ] {
+            assert_eq!(number(n).to_str().unwrap(), n.to_string());
+        }
+        assert_eq!(Limiter::new(&cfg(100, 10)).limit_header, "100");
     }
 }
