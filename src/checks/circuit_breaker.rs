@@ -251,9 +251,13 @@ async fn breaker_status(http: &Http, dep: &str) -> Result<BreakerStatus, CheckEr
             consecutive_failures: None,
         });
     }
-    let v = r.json()?;
+    Ok(parse_status(&r.json()?, dep))
+}
+
+/// The breaker `dep` as a `/status` body shows it.
+fn parse_status(v: &serde_json::Value, dep: &str) -> BreakerStatus {
     let b = v.pointer(&format!("/breakers/{dep}"));
-    Ok(BreakerStatus {
+    BreakerStatus {
         state: b
             .and_then(|b| b.get("state"))
             .and_then(|v| v.as_str())
@@ -262,7 +266,7 @@ async fn breaker_status(http: &Http, dep: &str) -> Result<BreakerStatus, CheckEr
             .and_then(|b| b.get("consecutive_failures"))
             .and_then(|v| v.as_u64())
             .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
-    })
+    }
 }
 
 async fn status_state(http: &Http, dep: &str) -> Result<Option<String>, CheckError> {
@@ -304,12 +308,7 @@ async fn read_state(clients: &[Http], dep: &str) -> Result<StatusReading, CheckE
     for http in clients {
         let r = http.get("/status").await?;
         if r.status == 200 {
-            return Ok(StatusReading::Read(
-                r.json()?
-                    .pointer(&format!("/breakers/{dep}/state"))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_string),
-            ));
+            return Ok(StatusReading::Read(parse_status(&r.json()?, dep).state));
         }
         last = r.status;
     }
