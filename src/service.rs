@@ -69,8 +69,12 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Logs(#[from] logs::LogInitError),
-    #[error("opening the SQLite store")]
-    Store(#[source] rusqlite::Error),
+    #[error("opening the SQLite store {}{}", path.display(), store_hint(source))]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
     #[error("binding {listen}")]
     Bind {
         listen: String,
@@ -84,9 +88,26 @@ pub enum ServeError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     #[error(transparent)]
+    Write(#[from] store::WriteError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),
+}
+
+/// What to do about a store that does not open, when the cause says.
+fn store_hint(e: &rusqlite::Error) -> &'static str {
+    use rusqlite::ErrorCode::{CannotOpen, DatabaseCorrupt, NotADatabase, PermissionDenied};
+    match e.sqlite_error_code() {
+        Some(NotADatabase | DatabaseCorrupt) => {
+            ": the file is not a SQLite database or is corrupt; restore it from a backup, or move \
+             it aside to start with an empty store"
+        }
+        Some(CannotOpen | PermissionDenied) => {
+            ": check that the data directory exists and this user may read and write it"
+        }
+        _ => "",
+    }
 }
 
 /// Snapshot bookkeeping.
@@ -109,6 +130,8 @@ pub struct AppState {
     pub detectors: Mutex<Detectors>,
     pub graph: Mutex<Option<GraphSummary>>,
     pub snapshot: SnapshotInfo,
+    /// The last store prune (`/status` `store.retention.last_prune`).
+    pub last_prune: Mutex<Option<store::Pruned>>,
     pub started: Instant,
     pub ready: AtomicBool,
     pub http: reqwest::Client,
@@ -141,6 +164,7 @@ impl AppState {
             faults: RwLock::new(Faults::default()),
             graph: Mutex::new(None),
             snapshot: SnapshotInfo::default(),
+            last_prune: Mutex::new(None),
             started: Instant::now(),
             ready: AtomicBool::new(false),
             http: crate::http_client::client(),
@@ -210,7 +234,7 @@ impl AppState {
     }
 
     /// Seeds synthetic ticks (markets m1..mN) ending now.
-    pub fn seed(&self) -> rusqlite::Result<usize> {
+    pub fn seed(&self) -> Result<usize, store::WriteError> {
         let Some(seed) = &self.cfg.seed else {
             return Ok(0);
         };
@@ -356,7 +380,14 @@ async fn bind(
     cfg: Config,
     guard: &mut logs::LogGuard,
 ) -> Result<(Shared, tokio::net::TcpListener, SocketAddr, usize), ServeError> {
-    let store = Arc::new(Store::open(&cfg.data_dir.join("core.db")).map_err(ServeError::Store)?);
+    let path = db_path(&cfg.data_dir);
+    let opts = store::Options {
+        max_db_bytes: cfg.store.max_db_bytes.map(|s| s.0),
+        read_only_when_full: cfg.store.read_only_when_full,
+    };
+    let store = Arc::new(
+        Store::open_with(&path, opts).map_err(|source| ServeError::Store { path, source })?,
+    );
     guard.start_writer(store.clone());
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -367,12 +398,29 @@ async fn bind(
     let addr = listener.local_addr()?;
     let state: Shared = Arc::new(AppState::new(cfg, store));
     state.restore_snapshot()?;
-    let seeded = state.seed()?;
+    // On a full disk the service starts read-only (reads, `/status` and `/metrics` serve;
+    // `/readyz` says why) instead of refusing to start: under a supervisor that would be a
+    // crash loop exactly when an operator needs the service's answers.
+    // Whether there is space at all: a write that needs new pages (updates in place below
+    // would succeed on a full disk and prove nothing).
+    tolerate_full(state.store.probe_space())?;
+    let seeded = tolerate_full(state.seed())?.unwrap_or(0);
     let started = now_ms().to_string();
-    state.store.set_meta("started_at_ms", &started)?;
-    state.store.set_meta("heartbeat_ms", &started)?;
-    state.store.set_meta("stopped_at_ms", "")?;
-    state.store.set_meta("breaker.feed", "closed")?;
+    for (key, value) in [
+        ("started_at_ms", started.as_str()),
+        ("heartbeat_ms", &started),
+        ("stopped_at_ms", ""),
+        ("breaker.feed", "closed"),
+    ] {
+        tolerate_full(state.store.set_meta(key, value))?;
+    }
+    if state.store.is_read_only() {
+        tracing::error!(
+            code = "HB-STORE-FULL",
+            db = %db_path(&state.cfg.data_dir).display(),
+            "starting read-only: the store is full; writes get 507 until space returns"
+        );
+    }
     state.ready.store(true, Ordering::Relaxed);
     Ok((state, listener, addr, seeded))
 }
@@ -413,10 +461,18 @@ async fn run(
             Err(e) => tracing::error!(code = "HB-SNAP-FAIL", error = %e, "final snapshot failed"),
         }
     }
-    state
-        .store
-        .set_meta("stopped_at_ms", &now_ms().to_string())?;
+    tolerate_full(state.store.set_meta("stopped_at_ms", &now_ms().to_string()))?;
     Ok(())
+}
+
+/// A write at start that found the store full is not fatal (the store is read-only now and
+/// says so); any other error is.
+fn tolerate_full<T>(r: Result<T, store::WriteError>) -> Result<Option<T>, store::WriteError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(store::WriteError::Full(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 async fn shutdown_signal() {
@@ -492,6 +548,22 @@ fn spawn_background(state: Shared) -> Vec<tokio::task::JoinHandle<()>> {
             })
         }));
     }
+    if cfg.store.retention {
+        tasks.push(every(cfg.store.prune_interval.get(), state.clone(), |s| {
+            Box::pin(async move {
+                let _ = admin::prune_now(&s).await;
+            })
+        }));
+    }
+    // A read-only store finds out by itself that space came back.
+    tasks.push(every(Duration::from_secs(1), state.clone(), |s| {
+        Box::pin(async move {
+            if s.store.is_read_only() {
+                let st = s.store.clone();
+                let _ = tokio::task::spawn_blocking(move || st.probe_space()).await;
+            }
+        })
+    }));
     tasks.push(every(Duration::from_secs(5), state, |s| {
         Box::pin(async move {
             let st = s.store.clone();

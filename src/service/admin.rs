@@ -32,6 +32,9 @@ pub struct Faults {
     pub feed: FeedFault,
     pub slow_query: bool,
     pub request_delay: Option<RequestDelay>,
+    /// The store is capped at its current size: the next write that needs a page fails as on
+    /// a full disk (clearing it restores the configured cap).
+    pub store_full: bool,
 }
 
 /// `POST /admin/faults`: every field optional; given fields replace the active ones.
@@ -41,6 +44,7 @@ pub struct FaultsPatch {
     feed: Option<FeedFault>,
     slow_query: Option<bool>,
     request_delay: Option<Option<RequestDelay>>,
+    store_full: Option<bool>,
 }
 
 pub fn router(state: Shared) -> Router<Shared> {
@@ -50,6 +54,7 @@ pub fn router(state: Shared) -> Router<Shared> {
         .route("/admin/breaker/reset", post(breaker_reset))
         .route("/admin/snapshot", post(snapshot))
         .route("/admin/retention/sweep", post(sweep))
+        .route("/admin/store/prune", post(prune))
         .route_layer(axum::middleware::from_fn_with_state(state, authorize))
 }
 
@@ -111,28 +116,56 @@ async fn set_faults(
             feed: None,
             slow_query: None,
             request_delay: None,
+            store_full: None,
         }
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, "malformed-json", e.to_string()))?
     };
-    let mut f = faults_write(&state);
-    if let Some(feed) = patch.feed {
-        f.feed = feed;
+    let (out, store_full) = {
+        let mut f = faults_write(&state);
+        if let Some(feed) = patch.feed {
+            f.feed = feed;
+        }
+        if let Some(s) = patch.slow_query {
+            f.slow_query = s;
+        }
+        if let Some(d) = patch.request_delay {
+            f.request_delay = d;
+        }
+        (f.clone(), patch.store_full.filter(|on| *on != f.store_full))
+    };
+    if let Some(on) = store_full {
+        set_store_full(&state, on).await?;
     }
-    if let Some(s) = patch.slow_query {
-        f.slow_query = s;
-    }
-    if let Some(d) = patch.request_delay {
-        f.request_delay = d;
-    }
-    Ok(Json(f.clone()))
+    Ok(Json(Faults {
+        store_full: store_full.unwrap_or(out.store_full),
+        ..out
+    }))
 }
 
-async fn clear_faults(State(state): State<Shared>) -> Json<Faults> {
-    let mut f = faults_write(&state);
-    *f = Faults::default();
-    Json(f.clone())
+/// Applies the `store_full` fault to the store's writer and records it.
+async fn set_store_full(state: &Shared, on: bool) -> Result<(), AppError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.set_full_fault(on)).await??;
+    faults_write(state).store_full = on;
+    Ok(())
+}
+
+async fn clear_faults(State(state): State<Shared>) -> Result<Json<Faults>, AppError> {
+    let store_full = {
+        let mut f = faults_write(&state);
+        let was = f.store_full;
+        *f = Faults {
+            store_full: was,
+            ..Faults::default()
+        };
+        was
+    };
+    if store_full {
+        set_store_full(&state, false).await?;
+    }
+    Ok(Json(faults_write(&state).clone()))
 }
 
 async fn feed_poll(State(state): State<Shared>) -> Json<super::feed::PollResult> {
@@ -246,6 +279,49 @@ pub async fn sweep_now(state: &Shared) -> Result<super::logs::Sweep, AppError> {
 
 async fn sweep(State(state): State<Shared>) -> Result<Json<super::logs::Sweep>, AppError> {
     sweep_now(&state).await.map(Json)
+}
+
+/// Prunes the store (admin route and periodic task).
+pub async fn prune_now(state: &Shared) -> Result<super::store::Pruned, AppError> {
+    let cfg = &state.cfg.store;
+    if !cfg.retention {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            "retention-disabled",
+            "store retention is disabled in the configuration",
+        ));
+    }
+    let cutoff = super::now_ms() - cfg.max_age.get().as_millis() as i64;
+    let (store, batch) = (state.store.clone(), cfg.prune_batch);
+    match tokio::task::spawn_blocking(move || store.prune(cutoff, batch)).await? {
+        Ok(p) => {
+            use std::sync::atomic::Ordering::Relaxed;
+            state.metrics.pruned_ticks.fetch_add(p.ticks, Relaxed);
+            state
+                .metrics
+                .pruned_log_events
+                .fetch_add(p.log_events, Relaxed);
+            tracing::info!(
+                code = "HB-STORE-PRUNE",
+                ticks = p.ticks,
+                log_events = p.log_events,
+                batches = p.batches,
+                freed_pages = p.freed_pages,
+                took_ms = p.took_ms,
+                "store retention prune"
+            );
+            *lock(&state.last_prune) = Some(p.clone());
+            Ok(p)
+        }
+        Err(e) => {
+            tracing::error!(code = "HB-STORE-PRUNE-FAIL", error = %e, "store prune failed");
+            Err(e.into())
+        }
+    }
+}
+
+async fn prune(State(state): State<Shared>) -> Result<Json<super::store::Pruned>, AppError> {
+    prune_now(&state).await.map(Json)
 }
 
 /// Reads the request-delay fault for `path` (used by the shedding layer).

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -29,6 +30,7 @@ pub struct Config {
     pub feed: FeedConfig,
     pub snapshot: SnapshotConfig,
     pub logs: LogsConfig,
+    pub store: StoreConfig,
     pub detectors: DetectorsConfig,
     pub seed: Option<SeedConfig>,
     pub faults: FaultsConfig,
@@ -49,6 +51,7 @@ impl Default for Config {
             feed: FeedConfig::default(),
             snapshot: SnapshotConfig::default(),
             logs: LogsConfig::default(),
+            store: StoreConfig::default(),
             detectors: DetectorsConfig::default(),
             seed: None,
             faults: FaultsConfig::default(),
@@ -221,6 +224,42 @@ impl Default for LogsConfig {
         }
     }
 }
+
+/// The SQLite store's growth and what happens when it cannot grow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Prune ticks and log events older than `max_age` (false: the store only grows).
+    pub retention: bool,
+    pub max_age: Dur,
+    /// How often the prune runs (it also runs on `POST /admin/store/prune`).
+    pub prune_interval: Dur,
+    /// Rows deleted per transaction: the writer is released between batches, so ingest
+    /// waits at most one batch.
+    pub prune_batch: usize,
+    /// A cap on the database's size (SQLite `max_page_count`); none by default. A write past
+    /// it is refused exactly as on a full disk.
+    pub max_db_bytes: Option<Size>,
+    /// Out of space: refuse writes with 507 `store-full` and report the store read-only in
+    /// `/readyz` and `/status` (false: the defect — 500 `internal` and still ready).
+    pub read_only_when_full: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention: true,
+            max_age: Dur::from_secs(7 * 86400),
+            prune_interval: Dur::from_secs(3600),
+            prune_batch: 1000,
+            max_db_bytes: None,
+            read_only_when_full: true,
+        }
+    }
+}
+
+/// The smallest `store.max_db_bytes`: the schema and a little data.
+pub const MIN_DB_BYTES: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -506,6 +545,23 @@ impl Config {
         }
         if self.logs.max_files == 0 {
             out.push(("logs.max_files", positive));
+        }
+        if self.store.retention {
+            if self.store.max_age.get() < Duration::from_secs(60) {
+                out.push(("store.max_age", "expected at least 1m, e.g. 7d"));
+            }
+            if self.store.prune_interval.get().is_zero() {
+                out.push(("store.prune_interval", "expected a positive duration"));
+            }
+        }
+        if self.store.prune_batch == 0 {
+            out.push(("store.prune_batch", positive));
+        }
+        if self.store.max_db_bytes.is_some_and(|s| s.0 < MIN_DB_BYTES) {
+            out.push((
+                "store.max_db_bytes",
+                "expected at least 64KiB (the schema alone takes a few pages), or null for no cap",
+            ));
         }
         if !(0.0..=2.0).contains(&self.detectors.correlation_break) {
             out.push(("detectors.correlation_break", "expected a number in 0..2"));

@@ -32,6 +32,19 @@ impl AppError {
     }
 }
 
+impl AppError {
+    /// Out of space: nothing of the write was stored (`HB-STORE-FULL` is logged by the store,
+    /// once per interval).
+    pub fn store_full() -> AppError {
+        AppError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "store-full",
+            "the store is full; nothing of this request was stored. Reads keep working; retry \
+             when /readyz answers 200",
+        )
+    }
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
@@ -54,5 +67,14 @@ impl From<rusqlite::Error> for AppError {
 impl From<super::store::QueryError> for AppError {
     fn from(e: super::store::QueryError) -> Self {
         AppError::internal(e)
+    }
+}
+
+impl From<super::store::WriteError> for AppError {
+    fn from(e: super::store::WriteError) -> Self {
+        match e {
+            super::store::WriteError::Full(_) => AppError::store_full(),
+            super::store::WriteError::Sql(e) => AppError::internal(e),
+        }
     }
 }

@@ -90,6 +90,15 @@ pub async fn poll_once(state: &Shared) -> PollResult {
                         .fetch_add(n as u64, Ordering::Relaxed);
                     Ok(())
                 }
+                // The feed answered: a full store is not the feed's failure (its breaker
+                // must not open for it); the batch is dropped and counted.
+                Ok(Err(super::store::WriteError::Full(_))) => {
+                    state
+                        .metrics
+                        .store_full_feed
+                        .fetch_add(1, Ordering::Relaxed);
+                    Ok(())
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(e) => Err(e.to_string()),
             }

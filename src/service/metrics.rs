@@ -21,11 +21,12 @@ pub const ROUTES: &[&str] = &[
     "/admin/breaker/reset",
     "/admin/snapshot",
     "/admin/retention/sweep",
+    "/admin/store/prune",
     "unmatched",
 ];
 
 const STATUSES: &[u16] = &[
-    200, 400, 401, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504,
+    200, 400, 401, 404, 405, 409, 413, 415, 422, 429, 500, 503, 504, 507,
 ];
 const OTHER_STATUS: usize = STATUSES.len();
 
@@ -98,6 +99,13 @@ pub struct Metrics {
     pub graph_build: Histogram,
     pub snapshots: AtomicU64,
     pub ticks_ingested: AtomicU64,
+    /// Writes refused because the store is full: ingest requests answered 507, feed batches
+    /// dropped (`store_full_rejections_total{writer}`).
+    pub store_full_ingest: AtomicU64,
+    pub store_full_feed: AtomicU64,
+    /// Rows deleted by the store's retention (`store_pruned_rows_total{table}`).
+    pub pruned_ticks: AtomicU64,
+    pub pruned_log_events: AtomicU64,
     /// Injected faults (`faults:` in the config), for `injected_faults_total{fault}`: data
     /// requests delayed by `faults.latency`, given the `faults.tail` latency, answered with
     /// the `faults.errors` status.
@@ -127,6 +135,10 @@ impl Default for Metrics {
             graph_build: Histogram::default(),
             snapshots: AtomicU64::new(0),
             ticks_ingested: AtomicU64::new(0),
+            store_full_ingest: AtomicU64::new(0),
+            store_full_feed: AtomicU64::new(0),
+            pruned_ticks: AtomicU64::new(0),
+            pruned_log_events: AtomicU64::new(0),
             fault_delayed: AtomicU64::new(0),
             fault_tail_delayed: AtomicU64::new(0),
             fault_errors: AtomicU64::new(0),
@@ -191,6 +203,38 @@ impl Metrics {
                 out,
                 "http_request_duration_seconds",
                 &format!("route=\"{route}\""),
+            );
+        }
+    }
+
+    /// Renders `store_read_only`, `store_full_rejections_total{writer}` and
+    /// `store_pruned_rows_total{table}`, every series even at zero.
+    pub fn render_store(&self, out: &mut String, read_only: bool) {
+        let _ = writeln!(
+            out,
+            "# HELP store_read_only 1 while the store is full and refuses writes.\n# TYPE store_read_only gauge\nstore_read_only {}",
+            u8::from(read_only)
+        );
+        out.push_str("# HELP store_full_rejections_total Writes refused because the store is full.\n# TYPE store_full_rejections_total counter\n");
+        for (w, v) in [
+            ("ingest", &self.store_full_ingest),
+            ("feed", &self.store_full_feed),
+        ] {
+            let _ = writeln!(
+                out,
+                "store_full_rejections_total{{writer=\"{w}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        out.push_str("# HELP store_pruned_rows_total Rows deleted by the store's retention.\n# TYPE store_pruned_rows_total counter\n");
+        for (t, v) in [
+            ("ticks", &self.pruned_ticks),
+            ("log_events", &self.pruned_log_events),
+        ] {
+            let _ = writeln!(
+                out,
+                "store_pruned_rows_total{{table=\"{t}\"}} {}",
+                v.load(Relaxed)
             );
         }
     }

@@ -24,7 +24,7 @@ use super::graph::Graph;
 use super::metrics::{resident_memory_bytes, route_index, sample};
 use super::ratelimit::Decision;
 use super::snapshot::GraphSummary;
-use super::store::{QueryError, Tick};
+use super::store::{QueryError, Tick, WriteError};
 use super::{Shared, admin, detectors, faults, lock, logs, now_ms};
 use crate::units::Dur;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -193,8 +193,16 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready: started, and the store takes writes. A full store answers 503 with the reason
+/// (the service still serves reads; `/healthz` stays 200, so a supervisor does not restart it).
 async fn readyz(State(state): State<Shared>) -> Response {
-    if state.ready.load(Ordering::Relaxed) {
+    if state.store.is_read_only() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "store": state.store.health()})),
+        )
+            .into_response()
+    } else if state.ready.load(Ordering::Relaxed) {
         Json(json!({"ready": true})).into_response()
     } else {
         (
@@ -297,7 +305,18 @@ async fn ingest(State(state): State<Shared>, req: Request) -> Result<Json<Value>
     }
     let n = ticks.len();
     let store = state.store.clone();
-    let added = tokio::task::spawn_blocking(move || store.insert_ticks(&ticks, now_ms())).await??;
+    let added =
+        match tokio::task::spawn_blocking(move || store.insert_ticks(&ticks, now_ms())).await? {
+            Ok(added) => added,
+            Err(e @ WriteError::Full(_)) => {
+                state
+                    .metrics
+                    .store_full_ingest
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
     state
         .metrics
         .ticks_ingested
@@ -536,8 +555,36 @@ fn status_json(state: &Shared) -> Value {
         "detectors": {"instances": detectors::instances(), "builds": builds},
         "logs": {"dir": state.logs_dir(), "warnings": sum("WARN"), "errors": sum("ERROR")},
         "ticks": {"stored": state.store.tick_count().unwrap_or(-1)},
+        "store": store_json(state),
         "faults": faults::status_json(state),
     })
+}
+
+/// `/status` `store`: read-write or read-only (and why), size and cap, retention.
+fn store_json(state: &Shared) -> Value {
+    let cfg = &state.cfg.store;
+    let (bytes, max) = state
+        .store
+        .size()
+        .map_or((None, None), |(b, m)| (Some(b), m));
+    let mut v = serde_json::to_value(state.store.health()).unwrap_or(Value::Null);
+    if let Value::Object(o) = &mut v {
+        o.insert("db_bytes".into(), json!(bytes));
+        o.insert("max_db_bytes".into(), json!(max));
+        o.insert(
+            "full_rejections".into(),
+            json!(state.metrics.store_full_ingest.load(Ordering::Relaxed)),
+        );
+        o.insert(
+            "retention".into(),
+            json!({
+                "enabled": cfg.retention,
+                "max_age_seconds": cfg.max_age.get().as_secs(),
+                "last_prune": *lock(&state.last_prune),
+            }),
+        );
+    }
+    v
 }
 
 fn snapshot_age(state: &Shared) -> Option<f64> {
@@ -659,6 +706,7 @@ async fn metrics(State(state): State<Shared>) -> Response {
         "Ticks stored (ingest and feed).",
         c(&m.ticks_ingested),
     );
+    m.render_store(&mut out, state.store.is_read_only());
     m.render_faults(&mut out, faults::active(&state.cfg.faults));
     sample(
         &mut out,

@@ -24,5 +24,6 @@ mod remote;
 mod secrets;
 mod service;
 mod shedding;
+mod store;
 mod support;
 mod tls;
