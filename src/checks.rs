@@ -148,6 +148,8 @@ macro_rules! registry {
         }
     };
 }
+pub mod ticks;
+
 registry! {
     /// One HTTP request; status, headers, JSON values, body and latency as expected.
     Http(http),
@@ -173,6 +175,10 @@ registry! {
     LogRetention(log_retention),
     /// Acknowledged writes and the last snapshot survive SIGKILL; restart is quick.
     CrashRecovery(crash_recovery),
+    /// Back-dated rows are pruned past the retention age, recent ones kept.
+    StoreRetention(store_retention),
+    /// Out of space: 507 with a stable code, honest readiness, reads served, no loss.
+    StoreFull(store_full),
     /// Paced open-loop load meets latency, error and throughput thresholds.
     LoadSlo(load_slo),
 }

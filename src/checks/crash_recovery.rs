@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::checks::{Exclusivity, Kind, KindSpec, Problems};
+use crate::checks::{Exclusivity, Kind, KindSpec, Problems, ticks};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
 use crate::probe::http::Http;
 use crate::target::Ctx;
@@ -49,16 +49,6 @@ impl Spec {
         p.positive("/batch", self.batch.into(), "batch");
         p.ordered("/batch", self.batch, self.ticks.max(1), "batch vs ticks");
     }
-}
-
-fn tick(id: &str, seq: u32) -> serde_json::Value {
-    serde_json::json!({
-        "id": id,
-        "venue": format!("v{}", 1 + seq % 3),
-        "market": "m1",
-        "selection": format!("s{}", 1 + (seq / 3) % 3),
-        "price": 1.5 + f64::from(seq % 97) / 40.0,
-    })
 }
 
 /// The answer to `POST /admin/snapshot` before the kill.
@@ -116,14 +106,9 @@ async fn ingest(
     let mut errors = 0u64;
     let mut first_error = None;
     while !*stop.borrow() && seq < total * 4 {
-        let ids: Vec<String> = (seq..seq + batch)
-            .map(|i| format!("{prefix}-{i}"))
-            .collect();
-        let ticks: Vec<serde_json::Value> =
-            ids.iter().zip(seq..).map(|(id, i)| tick(id, i)).collect();
-        let body = serde_json::Value::Array(ticks);
+        let (ids, body) = ticks::batch(&prefix, seq, batch, "m1", None);
         match clients[c % clients.len()]
-            .post("/v1/ticks", Some(&body))
+            .post(ticks::INGEST, Some(&body))
             .await
         {
             Ok(r) if r.status == 200 => {
@@ -320,23 +305,10 @@ async fn verify(
         }
     };
     let probe = ctx.http()?;
-    for chunk in acked_ids.chunks(500) {
-        let body = serde_json::json!({"ids": chunk});
-        let r = probe.post("/v1/ticks/lookup", Some(&body)).await?;
-        if r.status != 200 {
-            return Err(CheckError::Target(format!(
-                "POST /v1/ticks/lookup answered {}: {}",
-                r.status,
-                r.text()
-            )));
-        }
-        if let Some(missing) = r.json()?.get("missing").and_then(|m| m.as_array()) {
-            m.missing
-                .extend(missing.iter().filter_map(|v| v.as_str().map(str::to_string)));
-        }
-    }
+    m.missing = ticks::missing(&probe, acked_ids).await?;
     sent.push(format!(
-        "POST /v1/ticks/lookup with {} ids",
+        "POST {} with {} ids",
+        ticks::LOOKUP,
         acked_ids.len()
     ));
     if spec.require_snapshot {

@@ -32,6 +32,8 @@ const MATRIX: &[(&str, &[&str])] = &[
     ("breaker-unreachable", &["feed-breaker", "status-fields"]),
     ("no-shedding", &["load-shedding", "status-fields"]),
     ("no-retention", &["log-retention"]),
+    ("no-store-retention", &["store-retention"]),
+    ("store-full-ignored", &["store-full"]),
     ("no-snapshots", &["crash-recovery", "status-fields"]),
 ];
 

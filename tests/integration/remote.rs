@@ -328,10 +328,10 @@ fn every_capability_remote_target_is_go_on_core() {
         json!(["http", "admin", "process", "log_dir", "sqlite"])
     );
     // Every check of the included default policy ran and passed; none was skipped.
-    assert_eq!(results(&report).len(), 16, "{}", summaries(&report));
+    assert_eq!(results(&report).len(), 18, "{}", summaries(&report));
     assert_eq!(
         with_status(&report, "PASS").len(),
-        16,
+        18,
         "{}",
         summaries(&report)
     );

@@ -253,5 +253,7 @@ pub const BEFORE_HARDENING_FAILS: &[&str] = &[
     "feed-breaker",
     "load-shedding",
     "log-retention",
+    "store-retention",
+    "store-full",
     "crash-recovery",
 ];
