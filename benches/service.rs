@@ -11,10 +11,14 @@
 //! 4. limiter memory per tracked client at 1M IPv4 and at 1M IPv6 clients, and after they go
 //!    idle — goal ≤ 40 B (IPv4; issue 14);
 //! 5. `preflight status --format tmux` with few vs many logged events, vs `grep -c` over
-//!    log files — goal ≤ 5 ms and flat.
+//!    log files — goal ≤ 5 ms and flat;
+//! 6. ingest latency (50-tick batches, one writer) while the store's retention prunes old
+//!    rows in batches, vs no prune, vs the same prune as one transaction (the long write lock
+//!    batching avoids) — goal: p99 unchanged (issue 16).
 //!
 //! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
-//! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`.
+//! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=prune`
+//! only (6) (`BENCH_PRUNE_ROWS` old rows, default 200000).
 #![allow(clippy::print_stdout)]
 
 use std::net::IpAddr;
@@ -27,7 +31,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use preflight::service::config::Config;
 use preflight::service::ratelimit::Limiter;
-use preflight::service::store::{LogEvent, Store};
+use preflight::service::store::{LogEvent, Store, Tick};
 use preflight::service::{AppState, app, status_line};
 
 const RUNS: usize = 5;
@@ -381,11 +385,113 @@ fn status_bench() {
     }
 }
 
+fn ticks(prefix: &str, from: usize, n: usize, ts_ms: i64) -> Vec<Tick> {
+    (from..from + n)
+        .map(|i| Tick {
+            id: Some(format!("{prefix}{i}")),
+            venue: format!("v{}", i % 3),
+            market: format!("m{}", i % 5),
+            selection: format!("s{}", i % 7),
+            price: 2.0 + (i % 100) as f64 / 100.0,
+            ts_ms: Some(ts_ms),
+        })
+        .collect()
+}
+
+/// Ingest latencies (µs) of one writer sending 50-tick batches over a store holding
+/// `old_rows` expired ticks, while `prune` (a batch size) runs — or, with `None`, for a fixed
+/// 2 s. Returns (p50, p99, max, batches, prune ms).
+fn prune_run(old_rows: usize, prune: Option<usize>) -> (f64, f64, f64, usize, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("core.db")).unwrap());
+    for from in (0..old_rows).step_by(10_000) {
+        store
+            .insert_ticks(&ticks("old", from, 10_000.min(old_rows - from), 1_000), 0)
+            .unwrap();
+    }
+    store
+        .insert_ticks(&ticks("recent", 0, 10_000, 9_000), 0)
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop, measuring) = (store.clone(), stop.clone(), measuring.clone());
+        std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut k = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let batch = ticks("w", k * 50, 50, 9_500);
+                k += 1;
+                let t = Instant::now();
+                store.insert_ticks(&batch, 0).unwrap();
+                if measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+            }
+            lat
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    measuring.store(true, Ordering::Relaxed);
+    let t = Instant::now();
+    match prune {
+        Some(batch) => {
+            let p = store.prune(5_000, batch).unwrap();
+            assert_eq!(p.ticks as usize, old_rows);
+        }
+        None => std::thread::sleep(Duration::from_secs(2)),
+    }
+    let took = t.elapsed().as_secs_f64() * 1e3;
+    measuring.store(false, Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = writer.join().unwrap();
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize];
+    (q(0.5), q(0.99), q(1.0), lat.len(), took)
+}
+
+fn prune_bench() {
+    let old_rows: usize = std::env::var("BENCH_PRUNE_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    println!(
+        "## ingest (50-tick batches) while pruning {old_rows} old ticks, vs no prune (3 interleaved runs)"
+    );
+    let variants: [(&str, Option<usize>); 3] = [
+        ("no prune", None),
+        ("prune, batches of 1000", Some(1000)),
+        ("prune, one transaction", Some(usize::MAX)),
+    ];
+    let mut p99 = vec![Vec::new(); variants.len()];
+    for run in 1..=3 {
+        for (i, (name, prune)) in variants.iter().enumerate() {
+            let (p50, q99, max, n, took) = prune_run(old_rows, *prune);
+            println!(
+                "run {run} {name:<24} ingest p50 {p50:>7.0} µs  p99 {q99:>8.0} µs  max {max:>8.0} µs  ({n} batches in {took:.0} ms)"
+            );
+            p99[i].push(q99);
+        }
+    }
+    let base = median(p99[0].clone());
+    for (i, (name, _)) in variants.iter().enumerate().skip(1) {
+        println!(
+            "{name}: ingest p99 {:.0} µs = {:.2}× no prune ({base:.0} µs), medians of 3",
+            median(p99[i].clone()),
+            median(p99[i].clone()) / base
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("prune") => {
+            prune_bench();
+            return;
+        }
         Ok("limiter") => {
             check_bench();
             memory_bench();
@@ -406,4 +512,5 @@ fn main() {
     check_bench();
     memory_bench();
     status_bench();
+    prune_bench();
 }

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::checks::{Exclusivity, Kind, KindSpec, Problems, ticks};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
-use crate::probe::http::Http;
+use crate::probe::http::{Http, Rotating};
 use crate::target::Ctx;
 use crate::units::Dur;
 
@@ -305,7 +305,7 @@ async fn verify(
         }
     };
     let probe = ctx.http()?;
-    m.missing = ticks::missing(&probe, acked_ids).await?;
+    m.missing = ticks::missing(&mut Rotating::new(ctx)?, acked_ids).await?;
     sent.push(format!(
         "POST {} with {} ids",
         ticks::LOOKUP,

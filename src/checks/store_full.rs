@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::checks::{Exclusivity, Kind, KindSpec, Problems, ticks};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
-use crate::probe::http::Http;
+use crate::probe::http::Rotating;
 use crate::target::Ctx;
 use crate::units::Dur;
 
@@ -99,7 +99,10 @@ fn answer(r: &crate::probe::http::Response) -> Answer {
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     ctx.require(Capability::Admin)?;
     let http = ctx.http()?;
-    let ready = http.get("/readyz").await?;
+    // Data requests through every address the check has: a per-address limiter must not be
+    // read as the store's answer.
+    let mut data = Rotating::new(ctx)?;
+    let ready = data.get("/readyz").await?;
     if ready.status != 200 {
         return Err(CheckError::Target(format!(
             "not ready before the check (GET /readyz answered {}): the store may already be full",
@@ -113,7 +116,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     let before = format!("{}-before", prefix());
     for w in 0..2 {
         let (ids, body) = ticks::batch(&before, w * spec.batch, spec.batch, MARKET, None);
-        let r = http.post(ticks::INGEST, Some(&body)).await?;
+        let r = data.post(ticks::INGEST, Some(&body)).await?;
         if r.status != 200 {
             return Err(CheckError::Target(format!(
                 "a write before the fault answered {} {}: the store may already be full",
@@ -138,7 +141,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         )));
     }
     // Whatever happens while full, the fault is lifted before returning.
-    let full = while_full(spec, &http, &mut m, &mut acked, &mut sent).await;
+    let full = while_full(spec, &mut data, &mut m, &mut acked, &mut sent).await;
     let lifted = http.admin("DELETE", FAULTS, None).await;
     sent.push(format!("DELETE {FAULTS}"));
     let lifted_at = Instant::now();
@@ -152,7 +155,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     }
     let end = lifted_at + spec.recover_within.get().min(ctx.remaining()?);
     loop {
-        if http.get("/readyz").await?.status == 200 {
+        if data.get("/readyz").await?.status == 200 {
             m.recovered_after = Some(lifted_at.elapsed());
             break;
         }
@@ -164,7 +167,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     sent.push("GET /readyz until 200".into());
     if m.recovered_after.is_some() {
         let (ids, body) = ticks::batch(&format!("{}-after", prefix()), 0, spec.batch, MARKET, None);
-        let r = http.post(ticks::INGEST, Some(&body)).await?;
+        let r = data.post(ticks::INGEST, Some(&body)).await?;
         sent.push(format!("POST {} after recovery", ticks::INGEST));
         if r.status == 200 {
             acked.extend(ids);
@@ -172,7 +175,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         m.write_after = Some(answer(&r));
     }
     m.acked_ticks = acked.len();
-    m.missing = ticks::missing(&http, &acked).await?;
+    m.missing = ticks::missing(&mut data, &acked).await?;
     sent.push(format!("POST {} with {} acknowledged ids", ticks::LOOKUP, acked.len()));
     let mut out = judge(spec, &m);
     out.sent = sent;
@@ -187,7 +190,7 @@ fn prefix() -> String {
 /// Writes until refused, then reads what the service says about itself while full.
 async fn while_full(
     spec: &Spec,
-    http: &Http,
+    http: &mut Rotating,
     m: &mut Measurements,
     acked: &mut Vec<String>,
     sent: &mut Vec<String>,

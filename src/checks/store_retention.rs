@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::checks::log_retention::Trigger;
 use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems, ticks};
 use crate::outcome::{Capability, CheckError, Observation, Outcome};
+use crate::probe::http::Rotating;
 use crate::target::Ctx;
 use crate::units::Dur;
 
@@ -93,6 +94,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         ctx.require(Capability::Admin)?;
     }
     let http = ctx.http()?;
+    let mut data = Rotating::new(ctx)?;
     let now = chrono::Utc::now().timestamp_millis();
     let run_id = format!("preflight-sr-{now}");
     let mut sent = Vec::new();
@@ -101,7 +103,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     for (i, (age, expired)) in spec.ages().into_iter().enumerate() {
         let ts = now - age.as_millis() as i64;
         let (ids, body) = ticks::batch(&format!("{run_id}-{i}"), 0, spec.ticks, MARKET, Some(ts));
-        let r = http.post(ticks::INGEST, Some(&body)).await?;
+        let r = data.post(ticks::INGEST, Some(&body)).await?;
         sent.push(format!(
             "POST {} with {} ticks stamped {} ago",
             ticks::INGEST,
@@ -144,14 +146,14 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
                 .flat_map(|(ids, _)| ids.clone())
                 .collect();
             while tokio::time::Instant::now() < end
-                && ticks::missing(&http, &expired).await?.len() < expired.len()
+                && ticks::missing(&mut data, &expired).await?.len() < expired.len()
             {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }
     for (ids, p) in planted_ids.iter().zip(m.planted.iter_mut()) {
-        p.present_after = ids.len() - ticks::missing(&http, ids).await?.len();
+        p.present_after = ids.len() - ticks::missing(&mut data, ids).await?.len();
     }
     sent.push(format!("POST {} for the planted ids", ticks::LOOKUP));
     if let Some((db, rows)) = events {

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::outcome::CheckError;
-use crate::probe::http::Http;
+use crate::probe::http::Rotating;
 
 /// Where ticks are written.
 pub const INGEST: &str = "/v1/ticks";
@@ -43,7 +43,7 @@ pub fn batch(
 }
 
 /// The ids among `ids` the target does not have (`POST /v1/ticks/lookup`, 500 at a time).
-pub async fn missing(http: &Http, ids: &[String]) -> Result<Vec<String>, CheckError> {
+pub async fn missing(http: &mut Rotating, ids: &[String]) -> Result<Vec<String>, CheckError> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
         let r = http.post(LOOKUP, Some(&json!({ "ids": chunk }))).await?;

@@ -186,6 +186,69 @@ impl Http {
     }
 }
 
+/// Clients over every address a check has, for requests that must get through a per-address
+/// rate limiter rather than measure it: a 429 moves to the next address, and once every
+/// address has been refused in a row, waits the `Retry-After` (at most 5 s) before going on.
+/// Bounded by the check's deadline and budget like every request.
+#[derive(Debug, Clone)]
+pub struct Rotating {
+    clients: Vec<Http>,
+    at: usize,
+}
+
+/// Longest wait for a `Retry-After` before trying again.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl Rotating {
+    /// The check's own address first, then its neighbours.
+    pub fn new(ctx: &Ctx) -> Result<Self, CheckError> {
+        let mut clients = vec![ctx.http()?];
+        for a in ctx.neighbour_sources() {
+            clients.push(ctx.http_from(a)?);
+        }
+        Ok(Rotating { clients, at: 0 })
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Response, CheckError> {
+        self.call("GET", path, None).await
+    }
+
+    pub async fn post(
+        &mut self,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, CheckError> {
+        self.call("POST", path, body).await
+    }
+
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, CheckError> {
+        let mut refused = 0;
+        loop {
+            let http = &self.clients[self.at % self.clients.len()];
+            let r = http.execute(method, path, body, &[], false).await?;
+            if r.status != 429 {
+                return Ok(r);
+            }
+            self.at += 1;
+            refused += 1;
+            if refused % self.clients.len() == 0 {
+                let wait = r
+                    .header("retry-after")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map_or(Duration::from_millis(100), Duration::from_secs_f64)
+                    .clamp(Duration::from_millis(10), MAX_RETRY_AFTER);
+                let left = http.deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(wait.min(left)).await;
+            }
+        }
+    }
+}
+
 /// A client builder that reaches `target` as every client of the run does: from `source`
 /// (no bind for the unspecified address), to the address the run checks (a host name keeps
 /// its `Host` header and TLS server name), with the target's headers.

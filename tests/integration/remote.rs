@@ -424,6 +424,8 @@ fn url_only_remote_target_skips_what_it_cannot_prove_and_is_inconclusive() {
         ("feed-breaker", "target.admin_token"),
         ("load-shedding", "target.admin_token"),
         ("log-retention", "target.log_dir"),
+        ("store-retention", "target.admin_token"),
+        ("store-full", "target.admin_token"),
         ("crash-recovery", "target.process.pid_file"),
         ("log-counts-consistent", "target.sqlite"),
     ];
