@@ -17,8 +17,9 @@
 //!    batching avoids) — goal: p99 unchanged (issue 16).
 //!
 //! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
-//! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=prune`
-//! only (6) (`BENCH_PRUNE_ROWS` old rows, default 200000).
+//! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=http`
+//! only (1) and (2); `BENCH_ONLY=prune` only (6) (`BENCH_PRUNE_ROWS` old rows, default 200000;
+//! `BENCH_PRUNE_BATCH` rows per batch, default 250 as `store.prune_batch`).
 #![allow(clippy::print_stdout)]
 
 use std::net::IpAddr;
@@ -458,9 +459,14 @@ fn prune_bench() {
     println!(
         "## ingest (50-tick batches) while pruning {old_rows} old ticks, vs no prune (3 interleaved runs)"
     );
+    let batch: usize = std::env::var("BENCH_PRUNE_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(250);
+    let batched = format!("prune, batches of {batch}");
     let variants: [(&str, Option<usize>); 3] = [
         ("no prune", None),
-        ("prune, batches of 1000", Some(1000)),
+        (&batched, Some(batch)),
         ("prune, one transaction", Some(usize::MAX)),
     ];
     let mut p99 = vec![Vec::new(); variants.len()];
@@ -490,6 +496,14 @@ fn main() {
     match std::env::var("BENCH_ONLY").as_deref() {
         Ok("prune") => {
             prune_bench();
+            return;
+        }
+        Ok("http") => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(http_benches());
             return;
         }
         Ok("limiter") => {

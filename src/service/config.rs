@@ -251,7 +251,7 @@ impl Default for StoreConfig {
             retention: true,
             max_age: Dur::from_secs(7 * 86400),
             prune_interval: Dur::from_secs(3600),
-            prune_batch: 1000,
+            prune_batch: 250,
             max_db_bytes: None,
             read_only_when_full: true,
         }

@@ -159,6 +159,9 @@ impl FullState {
     }
 }
 
+/// The longest rest between two prune batches.
+const MAX_PRUNE_REST: Duration = Duration::from_millis(100);
+
 /// What a prune did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Pruned {
@@ -420,6 +423,7 @@ impl Store {
                  (SELECT {key} FROM {table} WHERE ts_ms < ?1 LIMIT ?2)"
             );
             loop {
+                let t = Instant::now();
                 let n = self.write(|c| {
                     c.prepare_cached(&sql)?
                         .execute(params![cutoff_ms, batch as i64])
@@ -429,8 +433,10 @@ impl Store {
                 if n < batch {
                     break;
                 }
-                // Let a waiting ingest take the writer between batches.
-                std::thread::yield_now();
+                // Rest as long as the batch held the writer: waiting ingests get it (a mutex
+                // handed straight back would starve them), and the prune takes at most half
+                // the writer's time and one batch of an ingest's latency.
+                std::thread::sleep(t.elapsed().min(MAX_PRUNE_REST));
             }
         }
         loop {
