@@ -88,6 +88,7 @@ pub enum Command {
     /// and stops it. Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran),
     /// 3 INCONCLUSIVE.
     Check(CheckArgs),
+    #[command(verbatim_doc_comment)]
     /// Compare a canary with its baseline: GO / NO-GO / INCONCLUSIVE, with the statistics.
     ///
     /// Sends the same paced request mix to both versions (interleaved, so machine noise hits
@@ -100,7 +101,7 @@ pub enum Command {
     /// Without --baseline/--canary it spawns two instances of the bundled service with
     /// --baseline-config and --canary-config (both default to config/core.yaml). The
     /// traffic, metrics and thresholds come from the policy's `canary:` section (default
-    /// policies/canary.yaml when it exists; built-in defaults otherwise); see docs/canary.md.
+    /// policies/canary.yaml, the built-in copy outside a checkout); see docs/canary.md.
     ///
     /// Examples:
     ///   preflight canary --canary-config config/candidate-slow.yaml
@@ -116,6 +117,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// One-line status of a core service from its SQLite store (for tmux status bars).
     Status(StatusArgs),
+    #[command(verbatim_doc_comment)]
     /// Check policy files without running anything (no network).
     ///
     /// Reads each policy the way `preflight check` would: YAML, `${env:NAME}` interpolation,
@@ -136,6 +138,42 @@ pub enum Command {
     ///   preflight lint policies/smoke.yaml
     ///   preflight lint runbooks/ --format json
     Lint(LintArgs),
+    #[command(verbatim_doc_comment)]
+    /// List the policies and service profiles built into the binary, or print one.
+    ///
+    /// An installed preflight needs no checkout: `check`, `canary` and `serve` take a
+    /// built-in by name (`preflight check smoke`, `--config before-hardening`) whenever no
+    /// file of that name exists; a file on disk always wins. `preflight policies show NAME`
+    /// prints one to start your own from.
+    ///
+    /// Examples:
+    ///   preflight policies
+    ///   preflight policies show smoke > my-policy.yaml
+    ///   preflight check --config regressions/no-rate-limit
+    Policies(PoliciesArgs),
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   preflight completions bash > ~/.local/share/bash-completion/completions/preflight
+    ///   preflight completions zsh > "${fpath[1]}/_preflight"
+    ///   preflight completions fish > ~/.config/fish/completions/preflight.fish
+    #[command(verbatim_doc_comment)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print preflight's manual page (roff), or write one page per subcommand.
+    ///
+    /// Examples:
+    ///   preflight manpage > /usr/local/share/man/man1/preflight.1
+    ///   preflight manpage --out-dir /usr/local/share/man/man1   # preflight-check.1, …
+    #[command(verbatim_doc_comment)]
+    Manpage {
+        /// Write `preflight.1` and `preflight-SUBCOMMAND.1` here instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of policy files (draft 2020-12).
     ///
     /// Editors use it for completion and inline errors: start a policy with
@@ -146,7 +184,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Policy files (merged in order). Default: policies/production-hardening.yaml.
+    /// Policy files (merged in order) or built-in names (`preflight policies`).
+    /// Default: policies/production-hardening.yaml (the built-in copy outside a checkout).
     #[arg(value_name = "POLICY")]
     pub policies: Vec<PathBuf>,
     /// Base URL of a running service to check; it is used as given, never spawned.
@@ -164,7 +203,8 @@ pub struct CheckArgs {
     /// on loopback; repeatable, added to `target.source_addresses`.
     #[arg(long = "source-address", value_name = "ADDR|CIDR")]
     pub source_addresses: Vec<preflight::policy::model::AddressRange>,
-    /// Service profile for the spawned service (default config/core.yaml).
+    /// Service profile for the spawned service: a file or a built-in name such as
+    /// `before-hardening` (default config/core.yaml, the built-in copy outside a checkout).
     #[arg(long, value_name = "PROFILE", conflicts_with = "target")]
     pub config: Option<PathBuf>,
     /// Report format.
@@ -173,6 +213,10 @@ pub struct CheckArgs {
     /// Write the report to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Also write the report in FORMAT to FILE, from the same run (repeatable), e.g.
+    /// `--format github --report junit:report.xml --report html:report.html`.
+    #[arg(long = "report", value_name = "FORMAT:FILE", value_parser = parse_extra_report)]
+    pub reports: Vec<ExtraReport>,
     /// Run only these checks (comma-separated or repeated).
     #[arg(long, value_name = "ID", value_delimiter = ',', action = clap::ArgAction::Append)]
     pub only: Vec<String>,
@@ -192,7 +236,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct CanaryArgs {
-    /// Policy files with a `canary:` section (default policies/canary.yaml, when present).
+    /// Policy files or built-in names with a `canary:` section (default policies/canary.yaml).
     #[arg(value_name = "POLICY")]
     pub policies: Vec<PathBuf>,
     /// Base URL of the running baseline (with --canary).
@@ -232,9 +276,39 @@ pub struct CanaryArgs {
     /// Write the report to FILE instead of stdout.
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Also write the report in FORMAT to FILE, from the same run (repeatable), e.g.
+    /// `--format github --report junit:report.xml --report html:report.html`.
+    #[arg(long = "report", value_name = "FORMAT:FILE", value_parser = parse_extra_report)]
+    pub reports: Vec<ExtraReport>,
     /// No progress lines on stderr.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// A `--report FORMAT:FILE` argument.
+#[derive(Debug, Clone)]
+pub struct ExtraReport {
+    pub format: FormatArg,
+    pub path: PathBuf,
+}
+
+fn parse_extra_report(s: &str) -> Result<ExtraReport, String> {
+    use clap::ValueEnum as _;
+    let (format, path) = s
+        .split_once(':')
+        .filter(|(_, p)| !p.is_empty())
+        .ok_or_else(|| format!("expected FORMAT:FILE (e.g. junit:report.xml), got `{s}`"))?;
+    let format = FormatArg::from_str(format, true).map_err(|_| {
+        let names: Vec<String> = FormatArg::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_string()))
+            .collect();
+        format!("unknown format `{format}`; one of: {}", names.join(", "))
+    })?;
+    Ok(ExtraReport {
+        format,
+        path: PathBuf::from(path),
+    })
 }
 
 /// `--format` values.
@@ -245,6 +319,11 @@ pub enum FormatArg {
     Junit,
     Markdown,
     Html,
+    /// GitHub Actions annotations (workflow commands); with `GITHUB_STEP_SUMMARY` set, the
+    /// Markdown report is appended to the job summary too.
+    Github,
+    /// GitLab Code Quality JSON.
+    Codequality,
 }
 
 impl From<FormatArg> for preflight::report::Format {
@@ -256,6 +335,8 @@ impl From<FormatArg> for preflight::report::Format {
             FormatArg::Junit => Format::Junit,
             FormatArg::Markdown => Format::Markdown,
             FormatArg::Html => Format::Html,
+            FormatArg::Github => Format::Github,
+            FormatArg::Codequality => Format::Codequality,
         }
     }
 }
@@ -286,6 +367,23 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PoliciesArgs {
+    #[command(subcommand)]
+    pub action: Option<PoliciesAction>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoliciesAction {
+    /// List them (the default).
+    List,
+    /// Print one built-in policy or profile as it ships.
+    Show {
+        /// Its name (`smoke`, `before-hardening`, `regressions/leak-64b`) or repository path.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// Data directory of the service (holds `core.db`).
     #[arg(long, value_name = "DIR", default_value = "data")]
@@ -303,6 +401,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),
+        Command::Policies(args) => policies(args),
+        Command::Completions { shell } => completions(shell),
+        Command::Manpage { out_dir } => manpage(out_dir),
         Command::Schema => schema(),
     }
 }
@@ -319,17 +420,9 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         Arc::new(NoProgress)
     };
     let policy_files = if args.policies.is_empty() {
-        let default = PathBuf::from(DEFAULT_POLICY);
-        if !default.exists() {
-            eprintln!(
-                "error: no policy given and the default `{DEFAULT_POLICY}` does not exist here; \
-                 pass a policy file (e.g. `preflight check policies/smoke.yaml`) or run from the project root"
-            );
-            return Ok(exit::USAGE);
-        }
-        vec![default]
+        vec![policy_path(std::path::Path::new(DEFAULT_POLICY))]
     } else {
-        args.policies
+        args.policies.iter().map(|p| policy_path(p)).collect()
     };
     let Some(loaded) = load_policies(&policy_files)? else {
         return Ok(exit::USAGE);
@@ -360,55 +453,52 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     };
     // Spinner threads and the runtime end before the report is written.
     drop(runtime);
-    write_report(format, &report, args.output.as_deref())
+    write_report(format, &report, args.output.as_deref(), &args.reports)
 }
 
-/// The default canary policy, used when it exists and no policy is given.
+/// The default canary policy, used when no policy is given (the built-in one outside a
+/// checkout).
 const DEFAULT_CANARY_POLICY: &str = "policies/canary.yaml";
+
+/// A policy argument as the loader reads it: the file when it exists, else the built-in
+/// policy of that name or path (`builtin:…`), else the path as given (reported missing).
+fn policy_path(arg: &std::path::Path) -> PathBuf {
+    preflight::builtin::resolve(arg, preflight::builtin::policy).path()
+}
 
 fn canary(args: CanaryArgs) -> Result<u8, Error> {
     use preflight::canary::run::{Options, Versions};
-    use preflight::policy::canary::{CanarySpec, WeightedRequest};
+    use preflight::policy::canary::WeightedRequest;
     use preflight::report::PolicyInfo;
-    let files = if args.policies.is_empty() && PathBuf::from(DEFAULT_CANARY_POLICY).exists() {
-        vec![PathBuf::from(DEFAULT_CANARY_POLICY)]
+    let files: Vec<PathBuf> = if args.policies.is_empty() {
+        vec![policy_path(std::path::Path::new(DEFAULT_CANARY_POLICY))]
     } else {
-        args.policies.clone()
+        args.policies.iter().map(|p| policy_path(p)).collect()
     };
-    let (mut spec, policy, declared) = if files.is_empty() {
-        let info = PolicyInfo {
-            name: "canary (built-in defaults)".into(),
-            description: None,
-            files: vec![],
-        };
-        (CanarySpec::default(), info, vec![])
-    } else {
-        let Some(loaded) = load_policies(&files)? else {
-            return Ok(exit::USAGE);
-        };
-        let p = loaded.policy;
-        let Some(spec) = p.canary.clone() else {
-            eprintln!(
-                "error: {} has no `canary:` section; add one (docs/canary.md) or pass a policy that has it",
-                files[0].display()
-            );
-            return Ok(exit::USAGE);
-        };
-        let declared = p
-            .target
-            .as_ref()
-            .map(|t| t.source_addresses.iter().map(|a| a.0).collect())
-            .unwrap_or_default();
-        let info = PolicyInfo {
-            name: p.name.clone(),
-            description: p.description.clone(),
-            files: loaded
-                .files
-                .iter()
-                .map(|f| f.display().to_string())
-                .collect(),
-        };
-        (spec, info, declared)
+    let Some(loaded) = load_policies(&files)? else {
+        return Ok(exit::USAGE);
+    };
+    let p = loaded.policy;
+    let Some(mut spec) = p.canary.clone() else {
+        eprintln!(
+            "error: {} has no `canary:` section; add one (docs/canary.md) or pass a policy that has it",
+            files[0].display()
+        );
+        return Ok(exit::USAGE);
+    };
+    let declared: Vec<ipnet::IpNet> = p
+        .target
+        .as_ref()
+        .map(|t| t.source_addresses.iter().map(|a| a.0).collect())
+        .unwrap_or_default();
+    let policy = PolicyInfo {
+        name: p.name.clone(),
+        description: p.description.clone(),
+        files: loaded
+            .files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect(),
     };
     if !args.requests.is_empty() {
         spec.traffic.requests = args
@@ -443,21 +533,21 @@ fn canary(args: CanaryArgs) -> Result<u8, Error> {
         (Some(baseline), Some(canary)) => Versions::Urls { baseline, canary },
         _ => {
             let core = || PathBuf::from(preflight::engine::run::DEFAULT_CONFIG);
-            let baseline = args.baseline_config.unwrap_or_else(core);
-            let canary = args.canary_config.unwrap_or_else(core);
-            for p in [&baseline, &canary] {
-                if !p.is_file() {
-                    eprintln!(
-                        "error: service profile `{}` not found; run from the project root or pass --baseline-config/--canary-config",
-                        p.display()
-                    );
+            let resolve = |p: PathBuf| preflight::engine::run::resolve_profile(&p);
+            let (baseline, canary) = match (
+                resolve(args.baseline_config.unwrap_or_else(core)),
+                resolve(args.canary_config.unwrap_or_else(core)),
+            ) {
+                (Ok(b), Ok(c)) => (b, c),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("error: {e}");
                     return Ok(exit::USAGE);
                 }
-            }
+            };
             Versions::Configs { baseline, canary }
         }
     };
-    let mut declared: Vec<ipnet::IpNet> = declared;
+    let mut declared = declared;
     declared.extend(args.source_addresses.iter().map(|a| a.0));
     let quiet = args.no_progress;
     let opts = Options {
@@ -481,7 +571,12 @@ fn canary(args: CanaryArgs) -> Result<u8, Error> {
         }
     };
     drop(runtime);
-    write_report(args.format.into(), &report, args.output.as_deref())
+    write_report(
+        args.format.into(),
+        &report,
+        args.output.as_deref(),
+        &args.reports,
+    )
 }
 
 /// Loads policy files; on any error prints every diagnostic and returns `None` (exit 2).
@@ -507,6 +602,7 @@ fn write_report(
     format: preflight::report::Format,
     report: &preflight::report::Report,
     output: Option<&std::path::Path>,
+    extra: &[ExtraReport],
 ) -> Result<u8, Error> {
     use preflight::report::{Format, RenderOpts, Verdict};
     let to_terminal = output.is_none() && std::io::stdout().is_terminal();
@@ -534,6 +630,22 @@ fn write_report(
             preflight::report::write(format, report, &mut lock, &render)?;
         }
     }
+    for e in extra {
+        let mut buf = Vec::new();
+        preflight::report::write(
+            e.format.into(),
+            report,
+            &mut buf,
+            &RenderOpts { color: false },
+        )?;
+        std::fs::write(&e.path, buf).map_err(|source| Error::WriteReport {
+            path: e.path.clone(),
+            source,
+        })?;
+    }
+    if format == Format::Github {
+        job_summary(report)?;
+    }
     Ok(match report.verdict {
         Verdict::Go => exit::GO,
         Verdict::NoGo => exit::NO_GO,
@@ -541,9 +653,33 @@ fn write_report(
     })
 }
 
+/// Appends the Markdown report to the GitHub Actions job summary when the runner set
+/// `GITHUB_STEP_SUMMARY`.
+fn job_summary(report: &preflight::report::Report) -> Result<(), Error> {
+    let Some(path) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    let path = PathBuf::from(path);
+    let mut buf = Vec::new();
+    preflight::report::write(
+        preflight::report::Format::Markdown,
+        report,
+        &mut buf,
+        &preflight::report::RenderOpts { color: false },
+    )?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)?;
+        f.write_all(&buf)
+    };
+    write().map_err(|source| Error::WriteReport { path, source })
+}
+
 fn serve(args: ServeArgs) -> Result<u8, Error> {
     let service = preflight::service::start(preflight::service::ServeOptions {
-        config: args.config,
+        config: preflight::builtin::resolve(&args.config, preflight::builtin::profile).path(),
         listen: args.listen,
         data_dir: args.data_dir,
         pid_file: args.pid_file,
@@ -571,8 +707,10 @@ pub struct LintArgs {
     #[arg(value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// `human`: `file:line:col: error[code]: message` with the source line and a hint;
-    /// `json`: the same as one JSON document.
-    #[arg(long, value_name = "FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    /// `json`: the same as one JSON document; `github`: GitHub Actions annotations;
+    /// `codequality`: GitLab Code Quality JSON; `sarif`: SARIF 2.1.0 (code scanning).
+    #[arg(long, value_name = "FORMAT", default_value = "human",
+          value_parser = ["human", "json", "github", "codequality", "sarif"])]
     pub format: String,
 }
 
@@ -584,15 +722,21 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
     } else {
         args.paths
     };
+    // A built-in policy by name (`preflight lint smoke`) when no such file exists.
+    let (builtins, roots): (Vec<PathBuf>, Vec<PathBuf>) = roots
+        .into_iter()
+        .map(|r| policy_path(&r))
+        .partition(|r| preflight::builtin::is_builtin(r));
     for r in &roots {
         if !r.exists() {
             return Err(Error::Usage(format!(
-                "{}: no such file or directory",
+                "{}: no such file or directory (nor a built-in policy: `preflight policies`)",
                 r.display()
             )));
         }
     }
-    let files = preflight::policy::find_policy_files(&roots)?;
+    let mut files = preflight::policy::find_policy_files(&roots)?;
+    files.extend(builtins);
     if files.is_empty() {
         return Err(Error::Usage(
             "no policy files (*.yaml, *.yml, *.md with ```preflight blocks) found".into(),
@@ -613,6 +757,12 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
     let mut out = stdout.lock();
     if args.format == "json" {
         render::json(&diags, &files, &mut out)?;
+    } else if args.format == "github" {
+        preflight::report::github::diagnostics(&diags, &mut out)?;
+    } else if args.format == "codequality" {
+        preflight::report::codequality::diagnostics(&diags, &mut out)?;
+    } else if args.format == "sarif" {
+        preflight::report::sarif::write(&diags, &files, &mut out)?;
     } else {
         let opts = render::RenderOpts {
             color: std::io::stdout().is_terminal(),
@@ -627,6 +777,75 @@ fn lint(args: LintArgs) -> Result<u8, Error> {
     } else {
         exit::GO
     })
+}
+
+fn policies(args: PoliciesArgs) -> Result<u8, Error> {
+    use preflight::builtin::{self, Builtin};
+    match args.action.unwrap_or(PoliciesAction::List) {
+        PoliciesAction::List => {
+            let mut out = std::io::stdout().lock();
+            let width = builtin::POLICIES
+                .iter()
+                .chain(builtin::PROFILES)
+                .map(|b| b.name().len())
+                .max()
+                .unwrap_or(0);
+            let mut section = |title: &str, set: &[Builtin]| -> std::io::Result<()> {
+                writeln!(out, "{title}")?;
+                for b in set {
+                    writeln!(out, "  {:width$}  {}", b.name(), b.summary())?;
+                }
+                writeln!(out)
+            };
+            section(
+                "Built-in policies (`preflight check NAME`):",
+                builtin::POLICIES,
+            )?;
+            section(
+                "Built-in service profiles (`preflight check --config NAME`, `preflight serve --config NAME`):",
+                builtin::PROFILES,
+            )?;
+            writeln!(
+                out,
+                "A file on disk of the same name or path wins. `preflight policies show NAME` prints one."
+            )?;
+            Ok(exit::GO)
+        }
+        PoliciesAction::Show { name } => {
+            let arg = std::path::Path::new(&name);
+            match builtin::policy(arg).or_else(|| builtin::profile(arg)) {
+                Some(b) => {
+                    print!("{}", b.text);
+                    Ok(exit::GO)
+                }
+                None => Err(Error::Usage(format!(
+                    "no built-in policy or profile `{name}`; `preflight policies` lists them"
+                ))),
+            }
+        }
+    }
+}
+
+fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {
+    use clap::CommandFactory as _;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "preflight", &mut std::io::stdout().lock());
+    Ok(exit::GO)
+}
+
+/// preflight's manual page on stdout, or every page (`preflight.1`, `preflight-check.1`, …)
+/// written into a directory.
+fn manpage(dir: Option<PathBuf>) -> Result<u8, Error> {
+    use clap::CommandFactory as _;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock())?,
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            clap_mangen::generate_to(cmd, &dir)?;
+        }
+    }
+    Ok(exit::GO)
 }
 
 fn schema() -> Result<u8, Error> {

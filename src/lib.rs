@@ -3,7 +3,8 @@
 //!
 //! The architecture (DESIGN §2, `docs/architecture.md`), bottom to top — each module imports
 //! only modules listed before it:
-//! [`outcome`] (the contract: what a check gives back) · [`secret`], [`units`], [`yaml`] ·
+//! [`outcome`] (the contract: what a check gives back) · [`secret`], [`units`], [`yaml`],
+//! [`builtin`] (the policies and profiles compiled in) ·
 //! [`target`] (the service under test, spawned or remote, and a check's [`target::Ctx`]) ·
 //! [`probe`] (HTTP, paced load, processes, Prometheus text; measures, never decides) ·
 //! [`checks`] (one file per kind: spec, measuring, a pure judge; one registry) ·
@@ -11,8 +12,9 @@
 //! [`engine`] (plan, run, gate) · and above them the binary's `cli` (`src/cli.rs`, arguments and
 //! output: the only code that prints).
 //! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
-//! files; it imports nothing above [`units`] and [`yaml`].
+//! files; it imports nothing above [`units`], [`yaml`] and [`builtin`].
 
+pub mod builtin;
 pub mod canary;
 pub mod checks;
 pub mod engine;

@@ -79,6 +79,10 @@ pub enum CheckError {
     /// The check does not apply here: SKIP.
     #[error("{0}")]
     NotApplicable(String),
+    /// The check is about something outside this run (a repository file, when a built-in
+    /// policy runs outside the checkout it describes): SKIP that never blocks the verdict.
+    #[error("{0}")]
+    OutOfScope(String),
     /// The target misbehaved at the transport level (refused, reset, malformed): ERROR.
     #[error("target: {0}")]
     Target(String),
@@ -100,7 +104,9 @@ impl CheckError {
     /// The status this error gives the check.
     pub fn status(&self) -> Status {
         match self {
-            CheckError::Missing { .. } | CheckError::NotApplicable(_) => Status::Skip,
+            CheckError::Missing { .. }
+            | CheckError::NotApplicable(_)
+            | CheckError::OutOfScope(_) => Status::Skip,
             CheckError::Inconclusive(_) => Status::Inconclusive,
             _ => Status::Error,
         }

@@ -8,11 +8,14 @@ use serde::Serialize;
 use crate::outcome::{Chart, Observation, Status};
 use crate::policy::Severity;
 
+pub mod codequality;
+pub mod github;
 pub mod html;
 pub mod human;
 pub mod json;
 pub mod junit;
 pub mod markdown;
+pub mod sarif;
 
 /// How a renderer presents (never what it presents).
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,6 +32,10 @@ pub enum Format {
     Junit,
     Markdown,
     Html,
+    /// GitHub Actions workflow commands (`::error file=…,line=…::…`).
+    Github,
+    /// GitLab Code Quality JSON.
+    Codequality,
 }
 
 impl Format {
@@ -39,6 +46,8 @@ impl Format {
             Format::Junit => "junit",
             Format::Markdown => "markdown",
             Format::Html => "html",
+            Format::Github => "github",
+            Format::Codequality => "codequality",
         }
     }
 }
@@ -56,6 +65,8 @@ pub fn write(
         Format::Junit => junit::write(report, out, opts),
         Format::Markdown => markdown::write(report, out, opts),
         Format::Html => html::write(report, out, opts),
+        Format::Github => github::write(report, out),
+        Format::Codequality => codequality::write(report, out),
     }
 }
 
@@ -228,6 +239,10 @@ pub struct CheckResult {
     pub status: Status,
     /// Whether this result makes the verdict NO-GO (or INCONCLUSIVE for SKIP).
     pub blocking: bool,
+    /// A SKIP about something outside this run (a repository file when a built-in policy
+    /// runs outside its checkout): it never blocks, whatever the severity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub out_of_scope: bool,
     /// The reason of the waiver that applies, if any.
     pub waived: Option<String>,
     pub attempts: u32,
@@ -241,6 +256,25 @@ pub struct CheckResult {
     #[schemars(with = "serde_json::Value")]
     pub evidence: serde_json::Value,
     pub charts: Vec<Chart>,
+    /// Where the check is declared in the policy (CI annotations point there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+}
+
+/// A position in a policy file: `file` as given to preflight, or `builtin:…` for a policy
+/// built into the binary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Location {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Location {
+    /// The repository path for tools that link into a checkout: `None` for a built-in file.
+    pub fn repo_path(&self) -> Option<&str> {
+        (!self.file.starts_with(crate::builtin::PREFIX)).then_some(self.file.as_str())
+    }
 }
 
 impl CheckResult {
@@ -253,6 +287,7 @@ impl CheckResult {
             description: None,
             status,
             blocking: false,
+            out_of_scope: false,
             waived: None,
             attempts: 0,
             duration_ms: 0,
@@ -262,6 +297,7 @@ impl CheckResult {
             requests: 0,
             evidence: serde_json::Value::Null,
             charts: vec![],
+            location: None,
         }
     }
 }

@@ -13,8 +13,8 @@ use crate::target::Ctx;
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
-    /// Path, relative to the policy file's directory's parent project when relative
-    /// (resolved against the working directory first).
+    /// Path; a relative one is relative to the directory of the policy file that declares
+    /// the check (a built-in policy's to the working directory, as if it sat in the checkout).
     pub path: PathBuf,
     /// Whether the file must exist (default true) or must not.
     #[serde(default = "yes")]
@@ -28,6 +28,10 @@ pub struct Spec {
     /// Regexes the file must match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<String>,
+    /// Set by the loader when a built-in policy declares the check: a missing file is SKIP
+    /// (the policy runs outside the checkout it describes), not FAIL.
+    #[serde(skip)]
+    pub from_builtin: bool,
 }
 
 fn yes() -> bool {
@@ -101,6 +105,12 @@ pub fn evaluate(spec: &Spec) -> Result<Outcome, CheckError> {
         meta.is_some() == spec.exists,
     ));
     let Some(meta) = meta else {
+        if spec.from_builtin && spec.exists {
+            return Err(CheckError::OutOfScope(format!(
+                "{shown} is not here: the built-in policy runs outside the checkout it describes \
+                 (not blocking; run from the checkout to check it)"
+            )));
+        }
         out.summary = format!("{shown} does not exist");
         return Ok(out);
     };

@@ -2,7 +2,8 @@
 //! passes today's date for waiver expiry), so every path is unit-tested.
 //!
 //! NO-GO when a FAIL or ERROR at a blocking severity is not waived; otherwise INCONCLUSIVE
-//! when a blocking check was SKIP (it could not answer); otherwise GO.
+//! when a blocking check was SKIP (it could not answer); otherwise GO. A SKIP out of scope
+//! (a repository file when a built-in policy runs outside its checkout) never blocks.
 
 use chrono::NaiveDate;
 
@@ -68,7 +69,7 @@ pub fn decide(
         counts.add(r.status);
         let waiver = active_waiver(waivers, &r.id, today).filter(|_| r.status != Status::Pass);
         r.waived = waiver.map(|w| w.reason.clone());
-        let would_block = blocks(r.status, r.severity, block_on);
+        let would_block = blocks(r.status, r.severity, block_on) && !r.out_of_scope;
         r.blocking = would_block && waiver.is_none();
         if waiver.is_some() && matches!(r.status, Status::Fail | Status::Error) {
             counts.waived += 1;
@@ -126,14 +127,29 @@ pub fn decide(
             ),
         )
     } else {
+        let out_of_scope: Vec<&str> = results
+            .iter()
+            .filter(|r| r.out_of_scope && block_on.contains(&r.severity))
+            .map(|r| r.id.as_str())
+            .collect();
         let total_blocking = results
             .iter()
             .filter(|r| block_on.contains(&r.severity))
-            .count();
+            .count()
+            - out_of_scope.len();
+        let scope_note = if out_of_scope.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} out of scope here: {})",
+                plural(out_of_scope.len(), "check"),
+                out_of_scope.join(", ")
+            )
+        };
         (
             Verdict::Go,
             format!(
-                "All {} at a blocking severity passed{waived_note}.",
+                "All {} at a blocking severity passed{waived_note}{scope_note}.",
                 plural(total_blocking, "check")
             ),
         )
@@ -249,6 +265,27 @@ mod tests {
         assert_eq!(d.verdict, Verdict::Inconclusive);
         assert!(d.reason.contains("b (SKIP)"), "{}", d.reason);
         assert!(!rs[2].blocking);
+    }
+
+    #[test]
+    fn an_out_of_scope_skip_never_blocks_and_is_named() {
+        let mut rs = vec![
+            result("a", Severity::High, Status::Pass),
+            result("runbook", Severity::Critical, Status::Skip),
+        ];
+        rs[1].out_of_scope = true;
+        let d = decide(&mut rs, &BLOCK, &[], day("2026-01-01"));
+        assert_eq!(d.verdict, Verdict::Go, "{}", d.reason);
+        assert!(!rs[1].blocking);
+        assert_eq!(
+            d.reason,
+            "All 1 check at a blocking severity passed (1 check out of scope here: runbook)."
+        );
+        // only the out-of-scope one is lifted: another blocking SKIP still is INCONCLUSIVE
+        rs.push(result("b", Severity::High, Status::Skip));
+        let d = decide(&mut rs, &BLOCK, &[], day("2026-01-01"));
+        assert_eq!(d.verdict, Verdict::Inconclusive);
+        assert!(!d.reason.contains("runbook"), "{}", d.reason);
     }
 
     #[test]

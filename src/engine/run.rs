@@ -343,14 +343,24 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
         .clone()
         .or(spec.spawn.map(|s| s.config))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    if !config.is_file() {
-        return Err(CheckFailure::Usage(format!(
-            "service profile `{}` not found (the bundled service is spawned with it when no target is given); \
-             run from the project root, pass --config FILE, or give --target URL",
+    Ok(TargetPlan::Spawn(
+        resolve_profile(&config).map_err(CheckFailure::Usage)?,
+    ))
+}
+
+/// The service profile a spawned service starts with: a file on disk, else the built-in
+/// profile of that name (`core`, `before-hardening`, `config/core.yaml` outside a checkout),
+/// as the path `preflight serve --config` takes.
+pub fn resolve_profile(config: &Path) -> Result<PathBuf, String> {
+    match crate::builtin::resolve(config, crate::builtin::profile) {
+        crate::builtin::Resolved::Disk(p) if !p.is_file() => Err(format!(
+            "service profile `{}` not found: neither a file nor a built-in profile (the bundled \
+             service is spawned with it when no target is given); pass --config FILE or a \
+             built-in name (`preflight policies` lists them), or give --target URL",
             config.display()
-        )));
+        )),
+        r => Ok(r.path()),
     }
-    Ok(TargetPlan::Spawn(config))
 }
 
 /// Spawns the bundled service and waits (bounded) until `/readyz` answers 200.
@@ -444,6 +454,11 @@ fn item_of(c: &Check) -> Item {
 pub fn bare_result(c: &Check, status: Status) -> CheckResult {
     CheckResult {
         description: c.description.clone(),
+        location: c.origin.as_ref().map(|o| crate::report::Location {
+            file: o.file.display().to_string(),
+            line: o.line,
+            col: o.col,
+        }),
         ..CheckResult::new(&c.id, c.spec.kind(), c.severity, status)
     }
 }
@@ -626,6 +641,7 @@ pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
         }
         Err(e) => {
             r.status = e.status();
+            r.out_of_scope = matches!(e, CheckError::OutOfScope(_));
             r.summary = e.to_string();
         }
     }

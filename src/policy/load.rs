@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::checks::Code;
 use crate::policy::codes;
 use crate::policy::diag::{Diagnostic, Level};
-use crate::policy::model::{Check, Policy};
+use crate::policy::model::{Check, Origin, Policy};
 use crate::secret::Secret;
 use crate::yaml::Pos;
 
@@ -215,7 +215,10 @@ impl<'o> Loader<'o> {
                 continue;
             }
             match type_check(raw) {
-                Ok(c) => typed.push(Some(c)),
+                Ok(mut c) => {
+                    self.place(&mut c, i, &locs);
+                    typed.push(Some(c));
+                }
                 Err((rel, msg)) => {
                     let prefix = format!("/checks/{i}");
                     pending.push(value_pending(&prefix, rel, msg, &value, &locs));
@@ -262,6 +265,43 @@ impl<'o> Loader<'o> {
             warnings: diags,
             secrets,
         })
+    }
+}
+
+impl Loader<'_> {
+    /// Records where check `i` is declared and resolves its relative file paths against the
+    /// directory of the file that declares them.
+    fn place(
+        &self,
+        check: &mut Check,
+        i: usize,
+        locs: &std::collections::HashMap<String, merge::Loc>,
+    ) {
+        let file_of = |pointer: &str, at_key: bool| {
+            locate(locs, pointer, at_key).and_then(|(f, pos)| Some((self.files.get(f)?, pos)))
+        };
+        if let Some((file, pos)) = file_of(&format!("/checks/{i}/id"), true) {
+            check.origin = Some(Origin {
+                file: file.clone(),
+                line: pos.line,
+                col: pos.col,
+            });
+        }
+        if let crate::checks::CheckSpec::File(spec) = &mut check.spec
+            && spec.path.is_relative()
+            && let Some((file, _)) = file_of(&format!("/checks/{i}/path"), false)
+        {
+            let (declaring, from_builtin) = match file
+                .to_str()
+                .and_then(|f| f.strip_prefix(crate::builtin::PREFIX))
+            {
+                Some(rest) => (Path::new(rest), true),
+                None => (file.as_path(), false),
+            };
+            let dir = declaring.parent().unwrap_or(Path::new(""));
+            spec.path = crate::builtin::normalize(&dir.join(&spec.path));
+            spec.from_builtin = from_builtin;
+        }
     }
 }
 

@@ -279,6 +279,19 @@ pub struct Check {
     /// The kind and its fields.
     #[serde(flatten)]
     pub spec: CheckSpec,
+    /// Where the check is declared; set by the loader, not written in a policy.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+/// The file and position of a check's declaration (its `id:` entry), for reports that point
+/// back into the policy (CI annotations).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The policy file as given (or `builtin:…`).
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
 }
 
 fn default_true() -> bool {

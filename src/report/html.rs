@@ -538,6 +538,8 @@ mod tests {
             description: Some(format!("{id} <described>")),
             status,
             blocking: true,
+            out_of_scope: false,
+            location: None,
             waived: None,
             attempts: 1,
             duration_ms: 12,

@@ -408,7 +408,7 @@ impl Config {
     /// Reads and validates a config file, following `extends:` to the files it builds on.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let src = crate::builtin::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
@@ -648,8 +648,10 @@ fn resolve(
     };
     let base = path.parent().unwrap_or(Path::new("")).join(&rel);
     // Cycles are found on canonical paths, so `a.yaml` and `./x/../a.yaml` are the same file.
-    let me = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let them = std::fs::canonicalize(&base).unwrap_or_else(|_| base.clone());
+    let canonical =
+        |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| crate::builtin::normalize(p));
+    let me = canonical(path);
+    let them = canonical(&base);
     chain.push(me);
     if let Some(i) = chain.iter().position(|p| *p == them) {
         let names: Vec<String> = chain[i..]
@@ -659,7 +661,7 @@ fn resolve(
             .collect();
         return Err(invalid(format!("`extends` cycle: {}", names.join(" → "))));
     }
-    let base_src = std::fs::read_to_string(&base).map_err(|e| {
+    let base_src = crate::builtin::read_to_string(&base).map_err(|e| {
         invalid(format!(
             "cannot read the extended file `{rel}` ({}): {e}",
             base.display()

@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
         "http_client",
         "style",
         "stats",
+        "builtin",
     ],
     &["target"],
     &["probe"],
@@ -28,7 +29,7 @@ const LAYERS: &[&[&str]] = &[
 ];
 /// The bundled service sees the rest only over HTTP, signals and files (it shares the leaf
 /// that builds every reqwest client).
-const SERVICE_MAY_USE: &[&str] = &["units", "yaml", "http_client"];
+const SERVICE_MAY_USE: &[&str] = &["units", "yaml", "http_client", "builtin"];
 
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")

@@ -68,12 +68,12 @@ fn result<'a>(run: &'a Run, id: &str) -> &'a serde_json::Value {
 /// A port on 127.0.0.1 that nothing listens on, held (bound, never listening) while the
 /// value lives: no other process can take it between choosing it and using it, as one could
 /// after a bind-then-drop.
-struct ClosedPort {
+pub(crate) struct ClosedPort {
     _socket: tokio::net::TcpSocket,
-    port: u16,
+    pub(crate) port: u16,
 }
 
-fn closed_port() -> ClosedPort {
+pub(crate) fn closed_port() -> ClosedPort {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let port = socket.local_addr().unwrap().port();
@@ -320,7 +320,8 @@ fn res(id: &str, kind: &str, severity: Severity, status: Status) -> CheckResult 
     }
 }
 
-fn fixed_report() -> Report {
+/// A report with every status, for the renderers' snapshots (here and in `annotations`).
+pub(crate) fn fixed_report() -> Report {
     let mut pass = res("healthz", "http", Severity::High, Status::Pass);
     pass.summary = "GET /healthz answered 200 in 1.2 ms".into();
     pass.sent = vec!["GET /healthz from 127.0.1.1".into()];
@@ -343,12 +344,23 @@ fn fixed_report() -> Report {
         obs("detector_instances", "== 4", "84", false),
     ];
     fail.evidence = serde_json::json!({"before": null, "after": 84.0});
+    fail.location = Some(report::Location {
+        file: "policies/production-hardening.yaml".into(),
+        line: 88,
+        col: 9,
+    });
 
     let mut err = res("correlations", "http", Severity::High, Status::Error);
     err.blocking = true;
     err.duration_ms = 2001;
     err.summary =
         "http://127.0.0.1:PORT/v1/correlations?market=m1&window=5m: no answer in time".into();
+    // A check of a built-in policy: annotations name no file for it.
+    err.location = Some(report::Location {
+        file: "builtin:policies/smoke.yaml".into(),
+        line: 20,
+        col: 9,
+    });
 
     let mut skip = res("store-counts", "sqlite", Severity::High, Status::Skip);
     skip.blocking = true;

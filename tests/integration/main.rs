@@ -5,6 +5,7 @@
 // blocks only itself.
 #![allow(clippy::await_holding_lock)]
 
+mod annotations;
 mod app;
 mod architecture;
 mod canary;
@@ -15,6 +16,7 @@ mod exercise;
 mod fakes_a;
 mod fakes_b;
 mod faults;
+mod install;
 mod matrix;
 mod policy;
 mod prom_server;

@@ -56,7 +56,7 @@ const YAML_HINT: &str =
 impl Loader<'_> {
     /// Reads and resolves one file. `from`: the include entry that names it (file, pointer).
     pub(super) fn load_path(&mut self, path: &Path, from: Option<(usize, Pos)>) -> Option<Layer> {
-        match std::fs::read_to_string(path) {
+        match crate::builtin::read_to_string(path) {
             Ok(text) => self.load_text(path, text, from),
             Err(e) => {
                 let d = match from {
@@ -86,7 +86,8 @@ impl Loader<'_> {
         text: String,
         from: Option<(usize, Pos)>,
     ) -> Option<Layer> {
-        let canonical = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let canonical =
+            std::fs::canonicalize(path).unwrap_or_else(|_| crate::builtin::normalize(path));
         if self.stack.contains(&canonical) {
             if let Some((file, pos)) = from {
                 let chain: Vec<String> = self

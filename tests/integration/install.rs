@@ -1,0 +1,204 @@
+//! An installed preflight: the binary copied alone into an empty root, run from an empty
+//! directory, has its default policy and service profiles built in; a file on disk of the
+//! same name wins; repository paths resolve against the policy file that declares them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `ROOT/bin/preflight`, a copy of the test build's binary, and nothing else.
+fn install(root: &Path) -> PathBuf {
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let exe = bin.join("preflight");
+    std::fs::copy(env!("CARGO_BIN_EXE_preflight"), &exe).unwrap();
+    exe
+}
+
+fn run(exe: &Path, cwd: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = Command::new(exe)
+        .current_dir(cwd)
+        .env_remove("PREFLIGHT_ADMIN_TOKEN")
+        .args(args)
+        .args(["--format", "json", "--no-progress"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let json = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not a JSON report ({e}); stderr: {stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+fn by_id<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no result {id}"))
+}
+
+/// Only what `dir` holds, so a test can show a run wrote nothing where it ran.
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_installed_binary_checks_from_an_empty_directory() {
+    let _timing = crate::support::timing();
+    let root = tempfile::tempdir().unwrap();
+    let exe = install(root.path());
+    let empty = tempfile::tempdir().unwrap();
+
+    let (code, report, stderr) = run(&exe, empty.path(), &["check"]);
+    assert_eq!(code, 0, "{report:#} {stderr}");
+    assert_eq!(report["verdict"], "GO");
+    assert_eq!(
+        report["policy"]["files"],
+        serde_json::json!(["builtin:policies/production-hardening.yaml"])
+    );
+    assert_eq!(report["target"]["config"], "builtin:config/core.yaml");
+    // The repository's files are not here: SKIP naming the path, never blocking.
+    for (id, path) in [
+        ("operator-runbook", "runbooks/operator-cheatsheet.md"),
+        ("tmux-config", "config/.tmux.conf"),
+        ("dashboard", "docs/dashboard.json"),
+    ] {
+        let r = by_id(&report, id);
+        assert_eq!(r["status"], "SKIP", "{r:#}");
+        assert_eq!(r["out_of_scope"], true, "{r:#}");
+        assert_eq!(r["blocking"], false, "{r:#}");
+        assert!(r["summary"].as_str().unwrap().starts_with(path), "{r:#}");
+    }
+    let others = report["results"].as_array().unwrap().iter();
+    for r in others.filter(|r| r["out_of_scope"] != true) {
+        assert_eq!(r["status"], "PASS", "{r:#}");
+    }
+    assert!(
+        report["verdict_reason"]
+            .as_str()
+            .unwrap()
+            .contains("out of scope here: operator-runbook"),
+        "{report:#}"
+    );
+    assert_eq!(
+        entries(empty.path()),
+        Vec::<String>::new(),
+        "the run wrote into its directory"
+    );
+
+    // A built-in profile by name: NO-GO on the defects it carries.
+    let (code, report, stderr) = run(
+        &exe,
+        empty.path(),
+        &[
+            "check",
+            "--config",
+            "before-hardening",
+            "--only",
+            "ready,per-ip-rate-limit,query-timeout,detectors-built-once",
+        ],
+    );
+    assert_eq!(code, 1, "{report:#} {stderr}");
+    assert_eq!(
+        report["target"]["config"],
+        "builtin:config/before-hardening.yaml"
+    );
+    for id in ["per-ip-rate-limit", "query-timeout", "detectors-built-once"] {
+        assert_eq!(by_id(&report, id)["status"], "FAIL", "{id}");
+    }
+}
+
+#[test]
+fn a_file_on_disk_wins_and_paths_follow_the_policy_file() {
+    let root = tempfile::tempdir().unwrap();
+    let exe = install(root.path());
+    let project = tempfile::tempdir().unwrap();
+    let policies = project.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(project.path().join("RUNBOOK.md"), "## Rollback\n").unwrap();
+    // Same name as the built-in `smoke`; only a file check, so no target is needed.
+    std::fs::write(
+        policies.join("smoke.yaml"),
+        "version: 1\nname: local smoke\ngate: {block_on: [high]}\nchecks:\n  - id: runbook\n    kind: file\n    severity: high\n    path: ../RUNBOOK.md\n    contains: [\"## Rollback\"]\n",
+    )
+    .unwrap();
+    // Run from elsewhere: the relative path still follows the policy file.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let policy = policies.join("smoke.yaml");
+    let args = [
+        "check",
+        policy.to_str().unwrap(),
+        "--target",
+        "http://127.0.0.1:9",
+    ];
+    let (code, report, stderr) = run(&exe, elsewhere.path(), &args);
+    assert_eq!(code, 0, "{report:#} {stderr}");
+    assert_eq!(report["policy"]["name"], "local smoke");
+    let r = by_id(&report, "runbook");
+    assert_eq!(r["status"], "PASS", "{r:#}");
+    // From the project root, `policies/smoke.yaml` is the file on disk, not the built-in.
+    let args = [
+        "check",
+        "policies/smoke.yaml",
+        "--target",
+        "http://127.0.0.1:9",
+    ];
+    let (_, report, _) = run(&exe, project.path(), &args);
+    assert_eq!(
+        report["policy"]["files"],
+        serde_json::json!(["policies/smoke.yaml"])
+    );
+    assert_eq!(by_id(&report, "runbook")["status"], "PASS");
+    // Remove the runbook: the disk policy FAILs (a SKIP is only for built-in policies).
+    std::fs::remove_file(project.path().join("RUNBOOK.md")).unwrap();
+    let (code, report, _) = run(&exe, project.path(), &args);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(by_id(&report, "runbook")["status"], "FAIL");
+}
+
+#[test]
+fn policies_lists_and_shows_the_builtins() {
+    let root = tempfile::tempdir().unwrap();
+    let exe = install(root.path());
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(&exe)
+        .current_dir(empty.path())
+        .arg("policies")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in [
+        "production-hardening",
+        "smoke",
+        "before-hardening",
+        "regressions/leak-64b",
+    ] {
+        assert!(
+            text.contains(&format!("  {name} ")),
+            "{name} missing:\n{text}"
+        );
+    }
+    let show = |name: &str| {
+        Command::new(&exe)
+            .current_dir(empty.path())
+            .args(["policies", "show", name])
+            .output()
+            .unwrap()
+    };
+    let out = show("before-hardening");
+    assert!(out.status.success());
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(repo.join("config/before-hardening.yaml")).unwrap()
+    );
+    let out = show("nope");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`preflight policies` lists them"));
+}
