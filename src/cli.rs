@@ -151,6 +151,21 @@ pub enum Command {
     ///   preflight policies show smoke > my-policy.yaml
     ///   preflight check --config regressions/no-rate-limit
     Policies(PoliciesArgs),
+    /// Write a starter policy; with --target, checks for what the service answers.
+    ///
+    /// Without a target: a commented starting point. With one, a read-only look (GET
+    /// /healthz, /readyz, / and /metrics, once each) and a check for each thing found — its
+    /// status, a latency bound with room, the content type; exported memory and request
+    /// counters from /metrics — each marked `review:` with the value it was based on.
+    /// --probe-limits also sends one burst (up to 300 GETs, then a second after 2 s) to find a
+    /// per-client rate limit and writes a `rate_limit` check with what was observed.
+    ///
+    /// Examples:
+    ///   preflight init --target http://127.0.0.1:8080
+    ///   preflight init --target https://staging.example.com --probe-limits /api/items -o staging.yaml
+    ///   preflight lint preflight.yaml && preflight check preflight.yaml
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -367,6 +382,24 @@ pub struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Base URL of a running service to look at (read-only unless --probe-limits).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// Also send one burst to find a rate limit (up to 300 requests from this host) to PATH
+    /// (default: the first of /healthz, /readyz, / that answered; health endpoints are often
+    /// exempt, so name a route the limiter covers).
+    #[arg(long, requires = "target", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub probe_limits: Option<String>,
+    /// Where to write the policy (`-` for stdout).
+    #[arg(long, short, value_name = "FILE", default_value = "preflight.yaml")]
+    pub output: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct PoliciesArgs {
     #[command(subcommand)]
     pub action: Option<PoliciesAction>,
@@ -402,6 +435,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),
         Command::Policies(args) => policies(args),
+        Command::Init(args) => init(args),
         Command::Completions { shell } => completions(shell),
         Command::Manpage { out_dir } => manpage(out_dir),
         Command::Schema => schema(),
@@ -824,6 +858,49 @@ fn policies(args: PoliciesArgs) -> Result<u8, Error> {
             }
         }
     }
+}
+
+fn init(args: InitArgs) -> Result<u8, Error> {
+    let to_stdout = args.output.as_os_str() == "-";
+    if !to_stdout && args.output.exists() && !args.force {
+        return Err(Error::Usage(format!(
+            "{} exists; pass --force to replace it, or -o FILE",
+            args.output.display()
+        )));
+    }
+    let found = match &args.target {
+        Some(url) => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let limits = args
+                .probe_limits
+                .as_deref()
+                .map(|p| (!p.is_empty()).then_some(p));
+            match runtime.block_on(preflight::init::probe(url, limits)) {
+                Ok(f) => f,
+                Err(msg) => {
+                    eprintln!("error: {msg}");
+                    return Ok(exit::USAGE);
+                }
+            }
+        }
+        None => preflight::init::Found::default(),
+    };
+    let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+    let text = preflight::init::render(args.target.as_deref(), &found, &today);
+    if to_stdout {
+        print!("{text}");
+        return Ok(exit::GO);
+    }
+    std::fs::write(&args.output, &text).map_err(|source| Error::WriteReport {
+        path: args.output.clone(),
+        source,
+    })?;
+    let checks = text.lines().filter(|l| l.starts_with("  - id: ")).count();
+    let out = args.output.display();
+    eprintln!(
+        "wrote {out} ({checks} check(s), each marked `review:`); next: `preflight lint {out}`, then `preflight check {out}`"
+    );
+    Ok(exit::GO)
 }
 
 fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {

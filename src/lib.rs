@@ -19,6 +19,7 @@ pub mod canary;
 pub mod checks;
 pub mod engine;
 pub mod http_client;
+pub mod init;
 pub mod outcome;
 pub mod policy;
 pub mod probe;

@@ -16,6 +16,7 @@ mod exercise;
 mod fakes_a;
 mod fakes_b;
 mod faults;
+mod init;
 mod install;
 mod matrix;
 mod policy;

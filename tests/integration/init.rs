@@ -1,0 +1,178 @@
+//! `preflight init --target`: the policy it writes lints clean and says GO against the
+//! service it looked at — the core service (with `--probe-limits`, a rate limit found), and a
+//! service no one here wrote: Debian's nginx serving a static file.
+
+use std::net::{IpAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{Service, config, fresh_ip};
+
+fn preflight(cwd: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .current_dir(cwd)
+        .env_remove("PREFLIGHT_ADMIN_TOKEN")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// init, then lint and check what it wrote: the policy text and the JSON report.
+fn init_lint_check(url: &str, extra: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["init", "--target", url];
+    args.extend_from_slice(extra);
+    let (code, _, err) = preflight(dir.path(), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("wrote preflight.yaml"), "{err}");
+    let text = std::fs::read_to_string(dir.path().join("preflight.yaml")).unwrap();
+    let (code, out, err) = preflight(dir.path(), &["lint", "preflight.yaml"]);
+    assert_eq!(code, 0, "lint: {out}{err}\n{text}");
+    assert!(out.contains("no problems"), "{out}\n{text}");
+    let (code, out, err) = preflight(
+        dir.path(),
+        &[
+            "check",
+            "preflight.yaml",
+            "--format",
+            "json",
+            "--no-progress",
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(code, 0, "{report:#}\n{text}");
+    assert_eq!(report["verdict"], "GO");
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["status"], "PASS", "{r:#}\n{text}");
+    }
+    // Running init again without --force keeps the reviewed file.
+    let (code, _, err) = preflight(dir.path(), &["init", "--target", url]);
+    assert_eq!(code, 2);
+    assert!(err.contains("exists; pass --force"), "{err}");
+    (text, report)
+}
+
+fn ids(report: &serde_json::Value) -> Vec<String> {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn init_against_the_core_service_writes_a_policy_that_says_go() {
+    let _timing = crate::support::timing();
+    let data = tempfile::tempdir().unwrap();
+    let svc = Service::start(&config("core.yaml"), data.path());
+    let (text, report) = init_lint_check(
+        &svc.url,
+        &["--probe-limits", "/v1/correlations?market=m1&window=1h"],
+    );
+    assert_eq!(
+        ids(&report),
+        [
+            "healthz",
+            "readyz",
+            "metrics",
+            "memory-bounded",
+            "http-requests-total-exported",
+            "rate-limit"
+        ]
+    );
+    // The limit it found is the configured one (burst 100, 10/s), within what a loaded
+    // machine lets a burst measure.
+    let burst: u32 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("burst: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((85..=115).contains(&burst), "burst {burst}\n{text}");
+    assert!(
+        text.contains("refill: 10/s")
+            || text.contains("refill: 9/s")
+            || text.contains("refill: 11/s"),
+        "{text}"
+    );
+    assert!(text.contains("# review:"), "{text}");
+}
+
+/// nginx, started by hand on its own loopback address, as root or not; stopped on drop.
+struct Nginx {
+    child: Child,
+    ip: IpAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed (.ci/run installs Debian's nginx-light)");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("www")).unwrap();
+        std::fs::write(
+            p.join("www/index.html"),
+            "<!doctype html><title>static</title>\n",
+        )
+        .unwrap();
+        let ip = fresh_ip();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{}}\n\
+             http {{\n  access_log off;\n  types {{ text/html html; }}\n  default_type application/octet-stream;\n\
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             server {{\n    listen {ip}:8080;\n    root {d}/www;\n  }}\n}}\n",
+            d = p.display()
+        );
+        std::fs::write(p.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(p)
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((ip, 8080)).is_err() {
+            assert!(Instant::now() < end, "nginx did not listen on {ip}:8080");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            ip,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn init_against_nginx_serving_a_static_file_writes_a_policy_that_says_go() {
+    let nginx = Nginx::start();
+    let url = format!("http://{}:8080", nginx.ip);
+    let (text, report) = init_lint_check(&url, &[]);
+    // Only `/` answers 2xx: one check, for the page and its content type.
+    assert_eq!(ids(&report), ["root"], "{text}");
+    assert!(text.contains("content-type: \"^text/html\""), "{text}");
+}
