@@ -64,7 +64,7 @@ impl LimitFound {
 /// Everything the look at a target found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Found {
-    /// 2xx answers among [`PATHS`].
+    /// 2xx answers among the probed paths (`PATHS`).
     pub answers: Vec<Answer>,
     pub metrics: Option<MetricsFound>,
     /// `Some` when `--probe-limits` ran: `None` inside means no 429 within the burst.
