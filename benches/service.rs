@@ -15,6 +15,13 @@
 //! 6. ingest latency (50-tick batches, one writer) while the store's retention prunes old
 //!    rows in batches, vs no prune, vs the same prune as one transaction (the long write lock
 //!    batching avoids) — goal: p99 unchanged (issue 16).
+//! 7. the shipped server as a process (`preflight serve` of this build, `config/core.yaml`
+//!    with shedding and snapshots off): the server's CPU time per request (every thread's,
+//!    from `/proc/PID/task/*/schedstat`, so the load generator's CPU is not in the figure)
+//!    and its throughput, for the limiter off, on (accepting, as shipped) and on in a binary
+//!    without the counting allocator (`BENCH_BASELINE_BIN`: a `preflight` built with
+//!    `--no-default-features`; scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %,
+//!    the counting ≤ 1 point (issue 14). `BENCH_ONLY=cpu`; `BENCH_RUNS` as above.
 //!
 //! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
 //! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=http`
@@ -38,6 +45,8 @@ use preflight::service::{AppState, app, status_line};
 const RUNS: usize = 5;
 const RUN_FOR: Duration = Duration::from_millis(1500);
 const CONNS: usize = 16;
+/// One run of the process benchmark (7): long enough for the CPU clock's 10 ms ticks.
+const CPU_RUN: Duration = Duration::from_secs(4);
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -84,8 +93,14 @@ async fn ratelimit_headers(mut res: axum::response::Response) -> axum::response:
     res
 }
 
-/// Requests per second against `url` over `RUN_FOR`, and the share answered 429.
-async fn load(url: &str) -> (f64, f64) {
+/// Requests per second against `url` over `RUN_FOR`, the share answered 429, and every
+/// request answered (those in flight at the end included).
+async fn load(url: &str) -> (f64, f64, u64) {
+    load_for(url, RUN_FOR).await
+}
+
+/// [`load`] for `run_for`.
+async fn load_for(url: &str, run_for: Duration) -> (f64, f64, u64) {
     let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let stop = Arc::new(AtomicBool::new(false));
     let (done, limited) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -106,7 +121,7 @@ async fn load(url: &str) -> (f64, f64) {
         }));
     }
     let started = Instant::now();
-    tokio::time::sleep(RUN_FOR).await;
+    tokio::time::sleep(run_for).await;
     stop.store(true, Ordering::Relaxed);
     let n = done.load(Ordering::Relaxed);
     let secs = started.elapsed().as_secs_f64();
@@ -117,6 +132,7 @@ async fn load(url: &str) -> (f64, f64) {
     (
         n as f64 / secs,
         limited.load(Ordering::Relaxed) as f64 / all as f64,
+        all,
     )
 }
 
@@ -162,7 +178,7 @@ async fn http_benches() {
         // The order rotates, so no variant always runs first after another's load.
         for k in 0..urls.len() {
             let i = (run + k) % urls.len();
-            let (r, share) = load(&format!("{}/healthz", urls[i])).await;
+            let (r, share, _) = load(&format!("{}/healthz", urls[i])).await;
             rates[i].push(r);
             if i == 2 {
                 reject_share.push(share);
@@ -489,11 +505,156 @@ fn prune_bench() {
     }
 }
 
+/// A `preflight serve` process of this build, killed on drop.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `bin serve` on `config/core.yaml` with `overrides` (YAML lines) appended.
+    fn start(bin: &std::path::Path, overrides: &str) -> Server {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bench.yaml");
+        let core = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/core.yaml");
+        std::fs::write(&config, format!("extends: {}\n{overrides}", core.display())).unwrap();
+        let mut child = std::process::Command::new(bin)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        Server {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// CPU time (user + system) of the server, threads that ended included, in nanoseconds
+    /// (`/proc/PID/stat`, counted in clock ticks of 10 ms: runs of `CPU_RUN` keep that
+    /// under 0.5 % of a run).
+    fn cpu_ns(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+        ticks * 10_000_000
+    }
+}
+
+/// Quartiles (25 %, 50 %, 75 %) of `v`.
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.25), at(0.5), at(0.75))
+}
+
+async fn cpu_bench() {
+    const ACCEPTING: &str =
+        "rate_limit: {enabled: true, burst: 1000000000, per_second: 1000000000, exempt: []}\n";
+    let base = "shedding: {enabled: false}\nsnapshot: {enabled: false}\n";
+    let off = format!("{base}rate_limit: {{enabled: false, exempt: []}}\n");
+    let on = format!("{base}{ACCEPTING}");
+    let shipped = std::path::Path::new(env!("CARGO_BIN_EXE_preflight"));
+    let mut servers = vec![
+        ("limiter off", Server::start(shipped, &off)),
+        ("limiter on (shipped)", Server::start(shipped, &on)),
+    ];
+    match std::env::var_os("BENCH_BASELINE_BIN") {
+        Some(bin) => servers.push((
+            "limiter on, no heap counting",
+            Server::start(bin.as_ref(), &on),
+        )),
+        None => println!(
+            "(BENCH_BASELINE_BIN unset: the counting allocator's cost is not measured; scripts/bench-heap-cost)"
+        ),
+    }
+    for (_, s) in &servers {
+        let _ = load(&format!("{}/healthz", s.url)).await; // warm-up
+    }
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(RUNS);
+    let mut cpu: [Vec<f64>; 3] = Default::default();
+    let mut rate: [Vec<f64>; 3] = Default::default();
+    for run in 0..runs {
+        for k in 0..servers.len() {
+            let i = (run + k) % servers.len();
+            let s = &servers[i].1;
+            let url = format!("{}/healthz", s.url);
+            let before = s.cpu_ns();
+            let (r, _, requests) = load_for(&url, CPU_RUN).await;
+            let after = s.cpu_ns();
+            cpu[i].push((after - before) as f64 / requests as f64);
+            rate[i].push(r);
+        }
+    }
+    println!(
+        "## The server as a process ({runs} interleaved runs of {CPU_RUN:?}, {CONNS} connections, /healthz)"
+    );
+    for (i, (name, _)) in servers.iter().enumerate() {
+        println!(
+            "{name:<32} {:>8.0} req/s  {:>6.2} µs CPU/request (medians)",
+            median(rate[i].clone()),
+            median(cpu[i].clone()) / 1000.0
+        );
+    }
+    let ratio = |v: &[Vec<f64>; 3], a: usize, b: usize| -> Vec<f64> {
+        (0..runs).map(|r| v[a][r] / v[b][r]).collect()
+    };
+    let pairs = [
+        ("limiter on / off", 1, 0),
+        ("counting on / off (limiter on)", 1, 2),
+    ];
+    for &(what, a, b) in pairs.iter().take(servers.len() - 1) {
+        let (c25, c50, c75) = quartiles(ratio(&cpu, a, b));
+        let (t25, t50, t75) = quartiles(ratio(&rate, a, b));
+        println!(
+            "{what:<32} CPU/request {c50:.3} (IQR {c25:.3}–{c75:.3}), throughput {t50:.3} (IQR {t25:.3}–{t75:.3})"
+        );
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("cpu") => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(cpu_bench());
+            return;
+        }
         Ok("prune") => {
             prune_bench();
             return;
@@ -527,4 +688,9 @@ fn main() {
     memory_bench();
     status_bench();
     prune_bench();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(cpu_bench());
 }

@@ -10,7 +10,10 @@ mod cli;
 
 /// The system allocator with counters, so the service can export its exact live heap
 /// (`heap_live_bytes` on `/metrics`, read by `memory_growth` with `source: {metric: …}`).
-/// Two relaxed-cost atomic adds per allocation; docs/benchmarks.md has the measured cost.
+/// Two atomic adds per allocation and per free; docs/benchmarks.md has the measured cost.
+/// Built without the `heap-stats` feature (default on), the binary uses the plain system
+/// allocator and exports no heap series: the baseline that cost is measured against.
+#[cfg(feature = "heap-stats")]
 #[global_allocator]
 static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 

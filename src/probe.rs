@@ -7,4 +7,5 @@ pub mod load;
 pub mod process;
 pub mod prom;
 pub mod promql;
+pub mod ratelimit;
 pub mod stats;

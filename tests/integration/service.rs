@@ -754,10 +754,13 @@ async fn metrics_expose_every_documented_name() {
         "snapshots_total",
         "ticks_ingested_total",
         "process_resident_memory_bytes",
+        "heap_live_bytes",
+        "heap_allocations_total",
     ] {
         assert!(m.contains(name), "{name} missing");
     }
     assert!(svc.metric("process_resident_memory_bytes").await.unwrap() > 1e6);
+    assert!(svc.metric("heap_live_bytes").await.unwrap() > 1e5);
 }
 
 #[test]
