@@ -8,6 +8,10 @@
 //! them alone (no I/O, no clock). A first burst that admits too few is sent again after the
 //! time an empty bucket takes to fill (a bucket not full at the start is not a FAIL); with no
 //! time left for that, the check is INCONCLUSIVE.
+//!
+//! That is the token bucket (`algorithm: token_bucket`, the default). Fixed and sliding
+//! windows (`limit` per `window`) are measured and judged in [`window`]. Both compare what
+//! the limiter advertises in its headers ([`crate::probe::ratelimit`]) with what it does.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -20,30 +24,80 @@ use crate::checks::{Code, Exclusivity, Kind, KindSpec, Problems};
 use crate::outcome::{Chart, ChartKind, Series};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::load::{self, BurstReport, Endpoint, Request};
+use crate::probe::ratelimit::{self, Advertised};
 use crate::target::Ctx;
 use crate::units::{Dur, Percent, Rate, RequestLine};
 
+pub mod window;
+
 /// Most requests in one burst.
 const MAX_BURST: u64 = 20_000;
+
+/// How a limiter admits requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// A bucket of `burst` tokens refilled at `refill` (GCRA, governor, nginx `limit_req
+    /// nodelay`, the core service).
+    #[default]
+    TokenBucket,
+    /// At most `limit` requests per `window`, the count starting afresh when a window ends
+    /// (express-rate-limit's default). A window starts at the client's first request, or
+    /// where the limiter's announced reset says.
+    FixedWindow,
+    /// At most `limit` requests in any `window` (a sliding log: a request counts until it is
+    /// `window` old; Python's `limits` moving window).
+    SlidingWindow,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::TokenBucket => "token bucket",
+            Algorithm::FixedWindow => "fixed window",
+            Algorithm::SlidingWindow => "sliding window",
+        }
+    }
+
+    fn windowed(self) -> bool {
+        self != Algorithm::TokenBucket
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// The limited request.
     pub request: RequestLine,
-    /// Bucket size: requests accepted at once from a fresh client.
-    pub burst: u32,
-    /// Refill rate, e.g. `10/s`.
-    pub refill: Rate,
+    /// How the limiter admits (default `token_bucket`): `token_bucket` takes `burst` and
+    /// `refill`; `fixed_window` and `sliding_window` take `limit` and `window`.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+    /// Bucket size: requests accepted at once from a fresh client (token bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Refill rate, e.g. `10/s` (token bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refill: Option<Rate>,
+    /// Requests per window (fixed and sliding windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The window, e.g. `10s` (fixed and sliding windows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Dur>,
+    /// Longest the check waits for a window to pass (default `30s`). What needs a longer wait
+    /// (a 15-minute window's reset) is reported as not proven, with the reason, never guessed.
+    #[serde(default = "default_max_wait")]
+    pub max_wait: Dur,
     /// Allowed deviation of accepted counts (default `5%`, at least ±1 request).
     #[serde(default = "default_tolerance")]
     pub tolerance: Percent,
     /// Extra requests past the burst (default: max(10, burst/5)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extra: Option<u32>,
-    /// Pause before the second burst to measure refill (default `2s`). A wait that refills the
-    /// whole bucket (`refill × wait ≥ burst`) cannot measure it: the check then waits half of
-    /// `burst / refill` instead (and lint warns).
+    /// Pause before the second burst to measure refill (default `2s`; token bucket). A wait
+    /// that refills the whole bucket (`refill × wait ≥ burst`) cannot measure it: the check
+    /// then waits half of `burst / refill` instead (and lint warns).
     #[serde(default = "default_wait")]
     pub wait: Dur,
     /// Status of a rejection (default 429).
@@ -78,6 +132,9 @@ fn default_tolerance() -> Percent {
 fn default_wait() -> Dur {
     Dur::from_secs(2)
 }
+fn default_max_wait() -> Dur {
+    Dur::from_secs(30)
+}
 fn default_status() -> u16 {
     429
 }
@@ -90,8 +147,22 @@ fn default_gauge() -> String {
 
 impl Spec {
     fn check_fields(&self, p: &mut Problems) {
-        p.positive("/burst", self.burst.into(), "burst");
-        if self.refill.per_second() <= 0.0 {
+        self.check_algorithm(p);
+        if let Some(burst) = self.burst {
+            p.positive("/burst", burst.into(), "burst");
+        }
+        if let Some(limit) = self.limit {
+            p.positive("/limit", limit.into(), "limit");
+        }
+        if self.window.is_some_and(|w| w.0.is_zero()) {
+            p.error(
+                "/window",
+                ZERO_WINDOW,
+                "`window` must be above zero",
+                "e.g. `window: 10s`",
+            );
+        }
+        if self.refill.is_some_and(|r| r.per_second() <= 0.0) {
             p.error(
                 "/refill",
                 ZERO_REFILL,
@@ -110,6 +181,14 @@ impl Spec {
                 "use 50% or less (5% is typical)",
             );
         }
+        if self.max_wait.0.is_zero() {
+            p.error(
+                "/max_wait",
+                ZERO_MAX_WAIT,
+                "`max_wait` must be above zero",
+                "e.g. `max_wait: 30s`",
+            );
+        }
         if !(400..=599).contains(&self.status) {
             p.error(
                 "/status",
@@ -119,13 +198,13 @@ impl Spec {
             );
         }
         p.positive("/concurrency", self.concurrency.into(), "concurrency");
-        if self.burst as u64 + self.extra() as u64 > MAX_BURST {
+        if self.capacity() as u64 + self.extra() as u64 > MAX_BURST {
             p.error(
-                "/burst",
+                if self.algorithm.windowed() { "/limit" } else { "/burst" },
                 BURST_TOO_LARGE,
                 format!(
                     "a burst of {} plus {} extra is above preflight's limit of {MAX_BURST} requests",
-                    self.burst,
+                    self.capacity(),
                     self.extra()
                 ),
                 "check a smaller limit, or the same limiter configured smaller in staging",
@@ -138,13 +217,19 @@ impl Spec {
                 "`wait` must be above zero to measure the refill",
                 "e.g. `wait: 2s`",
             );
-        } else if self.burst > 0 && self.refill.per_second() > 0.0 && self.refill_unmeasurable() {
+        } else if !self.algorithm.windowed()
+            && self.capacity() > 0
+            && self.refill_rate() > 0.0
+            && self.refill_unmeasurable()
+        {
             p.warning(
                 "/wait",
                 REFILL_UNMEASURABLE,
                 format!(
                     "after {} a bucket of {} refilling at {} is full again, so the second burst cannot measure the refill rate (a faster refill admits the same)",
-                    self.wait, self.burst, self.refill
+                    self.wait,
+                    self.capacity(),
+                    Rate(self.refill_rate())
                 ),
                 format!(
                     "use a wait below burst / refill = {}; as written, the check waits {} instead",
@@ -157,9 +242,68 @@ impl Spec {
 }
 
 impl Spec {
+    /// The parameters each algorithm takes and the ones it does not.
+    fn check_algorithm(&self, p: &mut Problems) {
+        type Fields<'a> = &'a [(&'a str, bool)];
+        let (needs, refuses): (Fields, Fields) = if self.algorithm.windowed() {
+            (
+                &[("limit", self.limit.is_some()), ("window", self.window.is_some())],
+                &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())],
+            )
+        } else {
+            (
+                &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())],
+                &[("limit", self.limit.is_some()), ("window", self.window.is_some())],
+            )
+        };
+        let example = if self.algorithm.windowed() {
+            "e.g. `limit: 50` and `window: 10s`"
+        } else {
+            "e.g. `burst: 100` and `refill: 10/s`"
+        };
+        for (field, present) in needs {
+            if !present {
+                p.error(
+                    "",
+                    MISSING_PARAMETER,
+                    format!("a {} needs `{field}`", self.algorithm.name()),
+                    example,
+                );
+            }
+        }
+        for (field, present) in refuses {
+            if *present {
+                p.error(
+                    &format!("/{field}"),
+                    WRONG_PARAMETER,
+                    format!("`{field}` is not a parameter of a {}", self.algorithm.name()),
+                    if self.algorithm.windowed() {
+                        "a window takes `limit` and `window`; for a token bucket say `algorithm: token_bucket`"
+                    } else {
+                        "a token bucket takes `burst` and `refill`; for a window say `algorithm: fixed_window` or `sliding_window`"
+                    },
+                );
+            }
+        }
+    }
+
+    /// Requests admitted at once from a fresh client: the bucket, or the window's limit.
+    pub fn capacity(&self) -> u32 {
+        self.burst.or(self.limit).unwrap_or(0)
+    }
+
+    /// Tokens per second (0 for a window, which gives nothing back before it ends).
+    pub fn refill_rate(&self) -> f64 {
+        if self.algorithm.windowed() {
+            0.0
+        } else {
+            self.refill.map_or(0.0, |r| r.per_second())
+        }
+    }
+
     /// Requests past the burst.
     pub fn extra(&self) -> u32 {
-        self.extra.unwrap_or((self.burst / 5).max(10))
+        self.extra.unwrap_or((self.capacity() / 5).max(10))
     }
 
     /// ± requests allowed around `expected` (at least 1).
@@ -170,14 +314,14 @@ impl Spec {
     /// Whether `wait` refills the whole bucket, so the second burst is capped by `burst` and
     /// cannot tell one refill rate from a faster one (10/s and 40/s admit the same).
     fn refill_unmeasurable(&self) -> bool {
-        self.refill.per_second() * self.wait.0.as_secs_f64() >= self.burst as f64
+        self.refill_rate() * self.wait.0.as_secs_f64() >= self.capacity() as f64
     }
 
     /// Time an empty bucket takes to fill.
     fn full_refill(&self) -> Duration {
-        let refill = self.refill.per_second();
+        let refill = self.refill_rate();
         if refill > 0.0 {
-            Duration::from_secs_f64((self.burst as f64 / refill).min(1e6))
+            Duration::from_secs_f64((self.capacity() as f64 / refill).min(1e6))
         } else {
             Duration::ZERO
         }
@@ -186,7 +330,7 @@ impl Spec {
     /// The pause before the second burst: the policy's `wait`, unless it refills the whole
     /// bucket; then half the time an empty bucket takes to fill, where the refill shows.
     pub fn effective_wait(&self) -> Duration {
-        if self.refill_unmeasurable() && self.refill.per_second() > 0.0 {
+        if self.refill_unmeasurable() && self.refill_rate() > 0.0 {
             self.full_refill() / 2
         } else {
             self.wait.0
@@ -216,6 +360,19 @@ pub struct Tally {
     /// For each rejection: every value of each required header (`[]` when absent).
     #[serde(skip)]
     pub rejection_headers: Vec<BTreeMap<String, Vec<String>>>,
+    /// What the answers advertised about the limit, those that said anything, in order of
+    /// arrival.
+    #[serde(skip)]
+    pub advertised: Vec<Advert>,
+}
+
+/// One answer's rate-limit headers.
+#[derive(Debug, Clone)]
+pub struct Advert {
+    /// When it arrived, in ms from the burst's release.
+    pub at_ms: f64,
+    pub accepted: bool,
+    pub headers: Advertised,
 }
 
 fn tally(b: &BurstReport, spec: &Spec) -> Tally {
@@ -224,10 +381,19 @@ fn tally(b: &BurstReport, spec: &Spec) -> Tally {
         duration: b.duration,
         ..Tally::default()
     };
+    let now = std::time::SystemTime::now();
     for s in &b.shots {
         match &s.answer {
             Ok(a) => {
                 *t.statuses.entry(a.status).or_default() += 1;
+                let headers = ratelimit::read(&a.headers, now);
+                if headers.any() || !headers.malformed.is_empty() {
+                    t.advertised.push(Advert {
+                        at_ms: s.done_at.as_secs_f64() * 1e3,
+                        accepted: a.status != spec.status && a.status < 500,
+                        headers,
+                    });
+                }
                 if a.status == spec.status {
                     t.rejected += 1;
                     t.rejection_headers.push(
@@ -330,11 +496,11 @@ fn window(level_lo: f64, level_hi: f64, refill: f64, secs: f64, tol: f64) -> (u6
 }
 
 fn first_window(spec: &Spec, duration: Duration) -> (u64, u64) {
-    let burst = spec.burst as f64;
+    let burst = spec.capacity() as f64;
     window(
         burst,
         burst,
-        spec.refill.per_second(),
+        spec.refill_rate(),
         duration.as_secs_f64(),
         spec.tol(burst),
     )
@@ -357,8 +523,8 @@ pub(crate) fn header_syntax(name: &str) -> Option<Syntax> {
 
 /// Judges a run from its measurements alone: pure, no I/O, no clock.
 pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
-    let refill = spec.refill.per_second();
-    let burst = spec.burst as f64;
+    let refill = spec.refill_rate();
+    let burst = spec.capacity() as f64;
     let t1 = &m.first;
     let n1 = t1.sent;
     let d1 = t1.duration.as_secs_f64();
@@ -374,7 +540,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
             "accepted in the first burst",
             format!(
                 "{} ± {} (+{:.1} refilled during the {:.0} ms burst): {lo1}..={hi1}",
-                spec.burst,
+                spec.capacity(),
                 tol1,
                 refill * d1,
                 d1 * 1e3,
@@ -389,89 +555,20 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         format!("{} (statuses {:?})", t1.rejected, t1.statuses),
         t1.rejected > 0,
     ));
-    for h in &spec.require_headers {
-        let rejections = &t1.rejection_headers;
-        let values = |r: &BTreeMap<String, Vec<String>>| r.get(h).cloned().unwrap_or_default();
-        let missing = rejections.iter().filter(|r| values(r).is_empty()).count();
-        let syntax = header_syntax(h);
-        let invalid: Vec<String> = match syntax {
-            Some((_, valid)) => rejections
-                .iter()
-                .flat_map(values)
-                .filter(|v| !valid(v))
-                .collect(),
-            None => Vec::new(),
-        };
-        let sample = rejections
-            .iter()
-            .find_map(|r| values(r).into_iter().next())
-            .map_or_else(|| "absent".to_string(), |v| format!("e.g. `{v}`"));
-        let mut observed = if rejections.is_empty() {
-            "no rejection to inspect".to_string()
-        } else {
-            format!("missing on {missing} of {}; {sample}", rejections.len())
-        };
-        if let (Some((name, _)), Some(bad)) = (syntax, invalid.first()) {
-            observed.push_str(&format!(
-                "; {} value(s) not {name}, e.g. `{bad}`",
-                invalid.len()
-            ));
-        }
-        out.observe(Observation::new(
-            format!("`{h}` on every rejection"),
-            match syntax {
-                Some((name, _)) => format!("present, every value {name}"),
-                None => "present".to_string(),
-            },
-            observed,
-            !rejections.is_empty() && missing == 0 && invalid.is_empty(),
-        ));
+    for o in required_headers(spec, t1) {
+        out.observe(o);
     }
-
-    // Other clients, while the first is limited.
-    let mut unproven = None;
-    match &m.neighbours {
-        Some(probes) if !probes.is_empty() => {
-            let mut sources: Vec<String> = Vec::new();
-            for p in probes {
-                let s = p.source.to_string();
-                if !sources.contains(&s) {
-                    sources.push(s);
-                }
-            }
-            let shown = match sources.len() {
-                0 => "none".to_string(),
-                1..=3 => sources.join(", "),
-                n => format!("{}, … {n} addresses", sources[..2].join(", ")),
-            };
-            let statuses: Vec<String> = probes
-                .iter()
-                .map(|p| p.status.map_or_else(|| "failed".to_string(), |s| s.to_string()))
-                .collect();
-            let during = probes.iter().filter(|p| p.during).count();
-            out.observe(Observation::new(
-                format!("other clients ({shown}) while the first is limited"),
-                format!("not {} (nor 5xx) on every request", spec.status),
-                format!("[{}] ({during} during the burst)", statuses.join(", ")),
-                !probes.is_empty()
-                    && probes
-                        .iter()
-                        .all(|p| p.status.is_some_and(|s| s != spec.status && s < 500)),
-            ));
-        }
-        Some(_) => {
-            unproven = Some(
-                "other clients unaffected: not proven (every request the other addresses could \
-                 send without emptying their own buckets went out before the burst; give more \
-                 addresses in `target.source_addresses`)",
-            )
-        }
-        None => {
-            unproven = Some(
-                "other clients unaffected: not proven (this check has no second client address; \
-                 set `target.source_addresses`)",
-            )
-        }
+    let (advertised, advertised_evidence) = if matches!(m.start, Start::NotFull(_)) {
+        (Vec::new(), serde_json::Value::Null)
+    } else {
+        advertised_observations(spec, &[t1], t1.accepted)
+    };
+    for o in advertised {
+        out.observe(o);
+    }
+    let (neighbour_obs, unproven) = neighbour_observation(spec, &m.neighbours);
+    if let Some(o) = neighbour_obs {
+        out.observe(o);
     }
 
     let mut second_summary = String::new();
@@ -563,6 +660,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         "second_burst": second_evidence,
         "other_clients": m.neighbours,
         "idle_cleanup": cleanup,
+        "advertised": advertised_evidence,
     });
     out.summary = format!(
         "first burst: {} of {n1} accepted (expected {lo1}..={hi1}), {} rejected{second_summary}",
@@ -587,6 +685,195 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     out
 }
 
+/// What a fresh client's answers advertised (`RateLimit`, `RateLimit-Policy`,
+/// `RateLimit-*`, `X-RateLimit-*`), compared with the policy and with what the limiter did:
+/// the limit equals the policy's and the `enforced` count (admitted from a fresh client
+/// before the first rejection), the window equals the policy's, and `remaining` counts down
+/// truthfully (from the limit less one on the first admission, to 0 on the last and on every
+/// rejection). No observation when the limiter advertises nothing: headers are optional.
+fn advertised_observations(
+    spec: &Spec,
+    tallies: &[&Tally],
+    enforced: u64,
+) -> (Vec<Observation>, serde_json::Value) {
+    let answers: Vec<&Advert> = tallies.iter().flat_map(|t| &t.advertised).collect();
+    let mut out = Vec::new();
+    if answers.is_empty() {
+        return (out, serde_json::Value::Null);
+    }
+    let capacity = u64::from(spec.capacity());
+    let tol = spec.tol(capacity as f64) as u64;
+    let malformed: Vec<&String> = answers.iter().flat_map(|a| &a.headers.malformed).collect();
+    if let Some(first) = malformed.first() {
+        out.push(Observation::new(
+            "advertised rate-limit headers are well formed",
+            "values as their convention defines them",
+            format!("{} malformed, e.g. {first}", malformed.len()),
+            false,
+        ));
+    }
+    let first = answers.iter().find(|a| a.headers.any()).map(|a| &a.headers);
+    let quota = answers.iter().find_map(|a| a.headers.quota());
+    if let Some(q) = quota {
+        out.push(Observation::new(
+            "advertised limit",
+            format!(
+                "{capacity} ± {tol}, and what the limiter enforces ({enforced} admitted from a fresh client) ± {tol}"
+            ),
+            q.to_string(),
+            q.abs_diff(capacity) <= tol && q.abs_diff(enforced) <= tol,
+        ));
+    }
+    if let (true, Some(window), Some(w)) = (
+        spec.algorithm.windowed(),
+        spec.window,
+        answers.iter().find_map(|a| a.headers.window_s()),
+    ) {
+        let want = window.0.as_secs_f64();
+        out.push(Observation::new(
+            "advertised window",
+            format!("{} (whole seconds: {}..={})", window, want.floor(), want.ceil()),
+            format!("{w} s"),
+            w >= want.floor() && w <= want.ceil(),
+        ));
+    }
+    let admitted: Vec<u64> = answers
+        .iter()
+        .filter(|a| a.accepted)
+        .filter_map(|a| a.headers.remaining)
+        .collect();
+    let rejected: Vec<u64> = answers
+        .iter()
+        .filter(|a| !a.accepted)
+        .filter_map(|a| a.headers.remaining)
+        .collect();
+    if let (Some(hi), Some(lo)) = (admitted.iter().max(), admitted.iter().min()) {
+        let top = capacity.saturating_sub(1);
+        let not_zero = rejected.iter().filter(|r| **r > 0).count();
+        out.push(Observation::new(
+            "advertised `remaining` counts down",
+            format!(
+                "{top} ± {tol} on the first admission, at most {tol} on the last, 0 on every rejection"
+            ),
+            format!(
+                "{hi} down to {lo} over {} admissions; {not_zero} of {} rejections say more than 0",
+                admitted.len(),
+                rejected.len()
+            ),
+            hi.abs_diff(top) <= tol && *lo <= tol && not_zero == 0,
+        ));
+    }
+    let evidence = serde_json::json!({
+        "convention": first.and_then(|f| f.convention),
+        "limit": quota,
+        "policies": first.map(|f| &f.policies),
+        "remaining_admitted": [admitted.iter().max(), admitted.iter().min()],
+        "remaining_rejected_nonzero": rejected.iter().filter(|r| **r > 0).count(),
+        "malformed": malformed,
+    });
+    (out, evidence)
+}
+
+/// Each header the policy requires, on every rejection of `t` (with its syntax where one is
+/// required).
+fn required_headers(spec: &Spec, t: &Tally) -> Vec<Observation> {
+    let mut out = Vec::new();
+    for h in &spec.require_headers {
+        let rejections = &t.rejection_headers;
+        let values = |r: &BTreeMap<String, Vec<String>>| r.get(h).cloned().unwrap_or_default();
+        let missing = rejections.iter().filter(|r| values(r).is_empty()).count();
+        let syntax = header_syntax(h);
+        let invalid: Vec<String> = match syntax {
+            Some((_, valid)) => rejections
+                .iter()
+                .flat_map(values)
+                .filter(|v| !valid(v))
+                .collect(),
+            None => Vec::new(),
+        };
+        let sample = rejections
+            .iter()
+            .find_map(|r| values(r).into_iter().next())
+            .map_or_else(|| "absent".to_string(), |v| format!("e.g. `{v}`"));
+        let mut observed = if rejections.is_empty() {
+            "no rejection to inspect".to_string()
+        } else {
+            format!("missing on {missing} of {}; {sample}", rejections.len())
+        };
+        if let (Some((name, _)), Some(bad)) = (syntax, invalid.first()) {
+            observed.push_str(&format!(
+                "; {} value(s) not {name}, e.g. `{bad}`",
+                invalid.len()
+            ));
+        }
+        out.push(Observation::new(
+            format!("`{h}` on every rejection"),
+            match syntax {
+                Some((name, _)) => format!("present, every value {name}"),
+                None => "present".to_string(),
+            },
+            observed,
+            !rejections.is_empty() && missing == 0 && invalid.is_empty(),
+        ));
+    }
+
+    out
+}
+
+/// Other clients, while the first is limited: one observation, or why it is not proven.
+fn neighbour_observation(
+    spec: &Spec,
+    neighbours: &Option<Vec<Neighbour>>,
+) -> (Option<Observation>, Option<&'static str>) {
+    let mut unproven = None;
+    let mut observation = None;
+    match neighbours {
+        Some(probes) if !probes.is_empty() => {
+            let mut sources: Vec<String> = Vec::new();
+            for p in probes {
+                let s = p.source.to_string();
+                if !sources.contains(&s) {
+                    sources.push(s);
+                }
+            }
+            let shown = match sources.len() {
+                0 => "none".to_string(),
+                1..=3 => sources.join(", "),
+                n => format!("{}, … {n} addresses", sources[..2].join(", ")),
+            };
+            let statuses: Vec<String> = probes
+                .iter()
+                .map(|p| p.status.map_or_else(|| "failed".to_string(), |s| s.to_string()))
+                .collect();
+            let during = probes.iter().filter(|p| p.during).count();
+            observation = Some(Observation::new(
+                format!("other clients ({shown}) while the first is limited"),
+                format!("not {} (nor 5xx) on every request", spec.status),
+                format!("[{}] ({during} during the burst)", statuses.join(", ")),
+                !probes.is_empty()
+                    && probes
+                        .iter()
+                        .all(|p| p.status.is_some_and(|s| s != spec.status && s < 500)),
+            ));
+        }
+        Some(_) => {
+            unproven = Some(
+                "other clients unaffected: not proven (every request the other addresses could \
+                 send without emptying their own buckets went out before the burst; give more \
+                 addresses in `target.source_addresses`)",
+            )
+        }
+        None => {
+            unproven = Some(
+                "other clients unaffected: not proven (this check has no second client address; \
+                 set `target.source_addresses`)",
+            )
+        }
+    }
+
+    (observation, unproven)
+}
+
 /// Most requests sent from other addresses during one burst.
 const NEIGHBOUR_CAP: usize = 24;
 /// Requests from other addresses judged, at least, when the allowance permits.
@@ -605,7 +892,7 @@ struct Neighbours {
 impl Neighbours {
     fn new(ctx: &Ctx, spec: &Spec) -> Option<Self> {
         let addrs: Vec<IpAddr> = ctx.neighbour_sources();
-        let per_address = (spec.burst as usize / 2).max(1);
+        let per_address = (spec.capacity() as usize / 2).max(1);
         (!addrs.is_empty()).then(|| Neighbours {
             allowance: addrs.len().saturating_mul(per_address),
             addrs,
@@ -701,9 +988,9 @@ async fn burst_with_neighbours(
 pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError> {
     let ep = Endpoint::for_target(&ctx.target).await?;
     let req = Request::new(&spec.request, None)?;
-    let refill = spec.refill.per_second();
-    let burst = spec.burst as f64;
-    let n1 = (spec.burst + spec.extra()) as usize;
+    let refill = spec.refill_rate();
+    let burst = spec.capacity() as f64;
+    let n1 = (spec.capacity() + spec.extra()) as usize;
     let wait = spec.effective_wait();
     let expected2 = (refill * wait.as_secs_f64()).min(burst);
     let n2 = (expected2.ceil() as usize + spec.extra() as usize).max(1);
@@ -758,7 +1045,7 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
                  ({lo1} at least); the bucket of {} may not have been full at the start (the \
                  address used shortly before), and there is no {} left to wait {} for it to fill",
                 t1.accepted,
-                spec.burst,
+                spec.capacity(),
                 ctx.source,
                 if budget_left < needed { "request budget" } else { "time" },
                 Dur(fill)
@@ -848,8 +1135,12 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
     })
 }
 
-/// Measures, then judges.
+/// Measures, then judges, as the algorithm says.
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    if spec.algorithm.windowed() {
+        let m = window::measure(spec, ctx).await?;
+        return Ok(window::judge(spec, &m));
+    }
     let m = measure(spec, ctx).await?;
     Ok(judge(spec, &m))
 }
@@ -860,6 +1151,10 @@ const TOLERANCE_TOO_WIDE: Code = Code("rate-limit/tolerance-too-wide");
 const ZERO_REFILL: Code = Code("rate-limit/zero-refill");
 const ZERO_WAIT: Code = Code("rate-limit/zero-wait");
 const REFILL_UNMEASURABLE: Code = Code("rate-limit/refill-unmeasurable");
+const MISSING_PARAMETER: Code = Code("rate-limit/missing-parameter");
+const WRONG_PARAMETER: Code = Code("rate-limit/wrong-parameter");
+const ZERO_WINDOW: Code = Code("rate-limit/zero-window");
+const ZERO_MAX_WAIT: Code = Code("rate-limit/zero-max-wait");
 
 impl KindSpec for Spec {
     const KIND: Kind = Kind {
@@ -873,6 +1168,10 @@ impl KindSpec for Spec {
             ZERO_REFILL,
             ZERO_WAIT,
             REFILL_UNMEASURABLE,
+            MISSING_PARAMETER,
+            WRONG_PARAMETER,
+            ZERO_WINDOW,
+            ZERO_MAX_WAIT,
         ],
     };
 
@@ -881,7 +1180,13 @@ impl KindSpec for Spec {
     }
 
     fn default_timeout(&self) -> Dur {
-        Dur::from_secs(120)
+        // A window run waits up to two windows (each wait at most `max_wait`).
+        let waits = if self.algorithm.windowed() {
+            self.window.map_or(Duration::ZERO, |w| w.0).min(self.max_wait.0) * 2
+        } else {
+            Duration::ZERO
+        };
+        Dur(Duration::from_secs(120) + waits)
     }
 
     fn default_budget(&self) -> u64 {

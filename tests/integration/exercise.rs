@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::explain;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -42,20 +43,6 @@ fn spec(yaml_like: serde_json::Value) -> CheckSpec {
 /// Runs a check as the engine does: an error becomes ERROR or SKIP.
 async fn run(spec: &CheckSpec, ctx: &Ctx) -> (Status, Outcome) {
     Outcome::settle(spec.run(ctx).await)
-}
-
-fn explain(o: &Outcome) -> String {
-    let mut s = format!("{}\n", o.summary);
-    for ob in &o.observations {
-        s += &format!(
-            "  [{}] {}: expected {}, observed {}\n",
-            if ob.ok { "ok" } else { "NOT OK" },
-            ob.what,
-            ob.expected,
-            ob.observed
-        );
-    }
-    s
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::explain;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -43,20 +44,6 @@ fn spec(v: serde_json::Value) -> CheckSpec {
 
 async fn run(spec: &CheckSpec, ctx: &Ctx) -> (Status, Outcome) {
     Outcome::settle(spec.run(ctx).await)
-}
-
-fn explain(o: &Outcome) -> String {
-    let mut s = format!("{}\n", o.summary);
-    for ob in &o.observations {
-        s += &format!(
-            "  [{}] {}: expected {}, observed {}\n",
-            if ob.ok { "ok" } else { "NOT OK" },
-            ob.what,
-            ob.expected,
-            ob.observed
-        );
-    }
-    s
 }
 
 /// #15 false FAIL 6: every accepted-count observation holds exactly when the count is inside

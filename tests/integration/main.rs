@@ -18,6 +18,7 @@ mod fakes_b;
 mod faults;
 mod init;
 mod install;
+mod limiters;
 mod matrix;
 mod policy;
 mod prom_server;

@@ -87,14 +87,7 @@ impl Service {
             cmd.args(["--admin-token", t]);
         }
         let mut child = cmd.spawn().expect("spawn preflight serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+        let line = first_line(child.stdout.take().unwrap(), Duration::from_secs(60));
         let Some(url) = line.trim().strip_prefix("listening on ") else {
             let _ = child.kill();
             let log = std::fs::read_to_string(data_dir.join("stderr.txt")).unwrap_or_default();
@@ -230,6 +223,33 @@ where
         assert!(Instant::now() < end, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An outcome's summary and every observation, one per line, for assertion messages.
+pub fn explain(o: &preflight::outcome::Outcome) -> String {
+    let mut s = format!("{}\n", o.summary);
+    for ob in &o.observations {
+        s += &format!(
+            "  [{}] {}: expected {}, observed {}\n",
+            if ob.ok { "ok" } else { "NOT OK" },
+            ob.what,
+            ob.expected,
+            ob.observed
+        );
+    }
+    s
+}
+
+/// The first line a child process prints on `stdout` (its `listening on URL`), or "" after
+/// `timeout`: read on a thread, so a child that never prints cannot hang the test.
+pub fn first_line(stdout: std::process::ChildStdout, timeout: Duration) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    rx.recv_timeout(timeout).unwrap_or_default()
 }
 
 /// Serializes the tests whose verdicts depend on timing or that load the machine (bursts,

@@ -1,0 +1,243 @@
+//! `rate_limit` with windows, judged on limiters no one here wrote: express +
+//! express-rate-limit from npm (a fixed window per client, IETF draft headers) and Python's
+//! `limits` package from PyPI (a moving window, i.e. a sliding log) behind the standard
+//! library's HTTP server; `.ci/run` installs both. Each passes with its true parameters and
+//! fails with a wrong limit, a wrong window and a wrong algorithm; a limiter whose headers
+//! lie fails the header observation. The cases of one test run at once, each from its own
+//! client addresses (the limiters key by address), against one limiter process.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::support::explain;
+use preflight::checks::CheckSpec;
+use preflight::outcome::{Outcome, Status};
+use preflight::target::{Ctx, Target};
+
+/// A limiter process on 127.0.0.1, killed on drop.
+struct Limiter {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Limiter {
+    fn start(mut cmd: Command) -> Limiter {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the limiter");
+        let line =
+            crate::support::first_line(child.stdout.take().unwrap(), Duration::from_secs(30));
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("the limiter did not start: {line:?}"))
+            .to_string();
+        Limiter { child, url }
+    }
+
+    /// express + express-rate-limit: `limit` per `window_ms`, fixed window, draft-7 headers.
+    fn express(limit: u32, window_ms: u64) -> Limiter {
+        let dir = fixtures().join("express");
+        assert!(
+            dir.join("node_modules/express-rate-limit").exists(),
+            "express-rate-limit is not installed (.ci/run runs `npm ci` in {})",
+            dir.display()
+        );
+        let mut cmd = Command::new("node");
+        cmd.current_dir(&dir).args([
+            "server.js",
+            "127.0.0.1",
+            &limit.to_string(),
+            &window_ms.to_string(),
+            "draft-7",
+        ]);
+        Limiter::start(cmd)
+    }
+
+    /// Python's `limits`: `limit` per `window_s` with `strategy`, optionally advertising a
+    /// false limit.
+    fn python(limit: u32, window_s: u64, strategy: &str, advertise: Option<u32>) -> Limiter {
+        let python = std::env::var("PREFLIGHT_LIMITS_PYTHON")
+            .unwrap_or_else(|_| "/opt/limits/bin/python".into());
+        assert!(
+            Path::new(&python).exists(),
+            "{python} is missing (.ci/run makes a venv there with Python's `limits` package)"
+        );
+        let mut cmd = Command::new(python);
+        cmd.arg(fixtures().join("moving_window.py")).args([
+            "127.0.0.1",
+            &limit.to_string(),
+            &window_s.to_string(),
+            "--strategy",
+            strategy,
+        ]);
+        if let Some(n) = advertise {
+            cmd.args(["--advertise", &n.to_string()]);
+        }
+        Limiter::start(cmd)
+    }
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/limiters")
+}
+
+/// A check context from `127.a.b.1`, with 8 more addresses `127.a.b+1.N` for the other
+/// clients.
+fn ctx(url: &str, a: u8, b: u8) -> Ctx {
+    let ip = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(127, a, c, d));
+    Ctx::standalone(
+        Arc::new(Target::remote(url)),
+        ip(b, 1),
+        (1..=8).map(|d| ip(b + 1, d)).collect(),
+        Duration::from_secs(90),
+        100_000,
+    )
+}
+
+fn window(algorithm: &str, limit: u32, window: &str) -> CheckSpec {
+    serde_json::from_value(serde_json::json!({
+        "kind": "rate_limit", "request": "GET /api", "algorithm": algorithm,
+        "limit": limit, "window": window,
+    }))
+    .expect("valid spec")
+}
+
+async fn run(spec: CheckSpec, ctx: Ctx) -> (Status, Outcome) {
+    Outcome::settle(spec.run(&ctx).await)
+}
+
+fn failed(o: &Outcome, what: &str) -> bool {
+    o.observations
+        .iter()
+        .any(|x| !x.ok && x.what.starts_with(what))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn express_rate_limit_fixed_window_passes_as_itself_and_fails_each_wrong_parameter() {
+    let l = Limiter::express(20, 4000);
+    let token_bucket: CheckSpec = serde_json::from_value(serde_json::json!({
+        "kind": "rate_limit", "request": "GET /api", "burst": 20, "refill": "5/s", "wait": "1s",
+    }))
+    .unwrap();
+    let (right, limit, win, sliding, bucket) = tokio::join!(
+        run(window("fixed_window", 20, "4s"), ctx(&l.url, 41, 1)),
+        run(window("fixed_window", 30, "4s"), ctx(&l.url, 41, 3)),
+        run(window("fixed_window", 20, "8s"), ctx(&l.url, 41, 5)),
+        run(window("sliding_window", 20, "4s"), ctx(&l.url, 41, 7)),
+        run(token_bucket, ctx(&l.url, 41, 9)),
+    );
+
+    let (st, o) = &right;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    // Its draft-7 headers were read and found true.
+    for what in [
+        "advertised limit",
+        "advertised window",
+        "advertised `remaining`",
+    ] {
+        assert!(
+            o.observations
+                .iter()
+                .any(|x| x.ok && x.what.starts_with(what)),
+            "{what}: {}",
+            explain(o)
+        );
+    }
+    assert!(
+        o.observations.iter().any(|x| x.ok
+            && x.what
+                .starts_with("admitted again when the rejections said")),
+        "{}",
+        explain(o)
+    );
+
+    let (st, o) = &limit;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "burst B"), "{}", explain(o));
+    assert!(failed(o, "advertised limit"), "{}", explain(o));
+
+    let (st, o) = &win;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "advertised window"), "{}", explain(o));
+
+    let (st, o) = &sliding;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "burst C"), "{}", explain(o));
+    assert!(
+        o.summary
+            .contains("the admissions fit a fixed window of 20 per 4s instead"),
+        "{}",
+        explain(o)
+    );
+
+    // The report: a token bucket written for a fixed window fails after the wait.
+    let (st, o) = &bucket;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "accepted after waiting"), "{}", explain(o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_limits_moving_window_passes_as_itself_and_fails_each_wrong_parameter() {
+    let l = Limiter::python(20, 4, "moving", None);
+    let (right, limit, win, fixed) = tokio::join!(
+        run(window("sliding_window", 20, "4s"), ctx(&l.url, 42, 1)),
+        run(window("sliding_window", 30, "4s"), ctx(&l.url, 42, 3)),
+        run(window("sliding_window", 20, "2s"), ctx(&l.url, 42, 5)),
+        run(window("fixed_window", 20, "4s"), ctx(&l.url, 42, 7)),
+    );
+    let (st, o) = &right;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    assert!(
+        !o.observations
+            .iter()
+            .any(|x| x.what.starts_with("advertised")),
+        "it advertises nothing: {}",
+        explain(o)
+    );
+    let (st, o) = &limit;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "burst B"), "{}", explain(o));
+    let (st, o) = &win;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    let (st, o) = &fixed;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+    assert!(failed(o, "burst C"), "{}", explain(o));
+    assert!(
+        o.summary
+            .contains("fit a sliding window of 20 per 4s instead"),
+        "{}",
+        explain(o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limiter_whose_headers_lie_fails_the_header_observation() {
+    // Enforces 20 per 4 s, advertises 40.
+    let l = Limiter::python(20, 4, "moving", Some(40));
+    let (st, o) = run(window("sliding_window", 20, "4s"), ctx(&l.url, 43, 1)).await;
+    assert_eq!(st, Status::Fail, "{}", explain(&o));
+    assert!(failed(&o, "advertised limit"), "{}", explain(&o));
+    // Every burst itself is as the policy says: only the headers are wrong.
+    assert!(
+        o.observations
+            .iter()
+            .filter(|x| x.what.starts_with("burst"))
+            .all(|x| x.ok),
+        "{}",
+        explain(&o)
+    );
+}
