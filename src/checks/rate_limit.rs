@@ -64,6 +64,106 @@ impl Algorithm {
     }
 }
 
+/// What a policy allows of queueing: `none`, or the most latency a queued request may gain,
+/// e.g. `2s`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(try_from = "String", into = "String")]
+#[schemars(with = "String")]
+pub enum Queue {
+    /// `none`: every admitted request is answered at once.
+    None,
+    /// The most latency a queued request may gain.
+    Within(Dur),
+}
+
+impl TryFrom<String> for Queue {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.trim() == "none" {
+            return Ok(Queue::None);
+        }
+        s.parse::<Dur>().map(Queue::Within).map_err(|_| {
+            format!("`{s}` is neither `none` nor a duration: write `queue: none` or e.g. `queue: 2s`")
+        })
+    }
+}
+
+impl From<Queue> for String {
+    fn from(q: Queue) -> String {
+        match q {
+            Queue::None => "none".into(),
+            Queue::Within(d) => d.to_string(),
+        }
+    }
+}
+
+/// An admitted answer this much slower than the burst's fastest was held back (queued).
+const QUEUED_AFTER_MS: f64 = 250.0;
+
+/// How a burst's admitted requests were answered: at once, or some held back.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queueing {
+    pub admitted: usize,
+    /// Admitted answers more than [`QUEUED_AFTER_MS`] slower than the fastest.
+    pub delayed: usize,
+    /// The most latency an admitted request gained over the fastest, ms.
+    pub max_added_ms: f64,
+}
+
+impl Queueing {
+    pub fn of(tallies: &[&Tally]) -> Queueing {
+        let mut q = Queueing::default();
+        for t in tallies {
+            let Some(fastest) = t.accepted_latency_ms.iter().copied().reduce(f64::min) else {
+                continue;
+            };
+            for l in &t.accepted_latency_ms {
+                let added = l - fastest;
+                q.admitted += 1;
+                q.max_added_ms = q.max_added_ms.max(added);
+                if added > QUEUED_AFTER_MS {
+                    q.delayed += 1;
+                }
+            }
+        }
+        q
+    }
+
+    /// One clause for a summary, when any request was held back.
+    fn note(&self) -> Option<String> {
+        (self.delayed > 0).then(|| {
+            format!(
+                "{} of {} admitted requests were queued (answered up to {:.2} s later than the fastest)",
+                self.delayed,
+                self.admitted,
+                self.max_added_ms / 1e3
+            )
+        })
+    }
+
+    /// The policy's `queue` requirement, judged.
+    fn observe(&self, queue: Queue) -> Observation {
+        let observed = format!(
+            "{} of {} held back more than {QUEUED_AFTER_MS:.0} ms; at most +{:.0} ms",
+            self.delayed, self.admitted, self.max_added_ms
+        );
+        match queue {
+            Queue::None => Observation::new(
+                "queueing",
+                format!("none: every admitted request answered at once (within {QUEUED_AFTER_MS:.0} ms of the fastest)"),
+                observed,
+                self.delayed == 0,
+            ),
+            Queue::Within(d) => Observation::new(
+                "queueing",
+                format!("a queued request gains at most {d}"),
+                observed,
+                self.max_added_ms <= d.0.as_secs_f64() * 1e3,
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
@@ -100,6 +200,11 @@ pub struct Spec {
     /// then waits half of `burst / refill` instead (and lint warns).
     #[serde(default = "default_wait")]
     pub wait: Dur,
+    /// Whether admitted requests may be held back (queued) rather than answered at once:
+    /// `none` (e.g. nginx `limit_req … nodelay`), or the most latency a queued request may gain,
+    /// e.g. `2s`. Unset: queueing is reported, never judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<Queue>,
     /// Status of a rejection (default 429).
     #[serde(default = "default_status")]
     pub status: u16,
@@ -357,6 +462,9 @@ pub struct Tally {
     /// When each accepted answer arrived, in ms from the release, in order.
     #[serde(skip)]
     pub accepted_at_ms: Vec<f64>,
+    /// Each accepted answer's latency (send to answer), ms, in the same order.
+    #[serde(skip)]
+    pub accepted_latency_ms: Vec<f64>,
     /// For each rejection: every value of each required header (`[]` when absent).
     #[serde(skip)]
     pub rejection_headers: Vec<BTreeMap<String, Vec<String>>>,
@@ -413,6 +521,7 @@ fn tally(b: &BurstReport, spec: &Spec) -> Tally {
                 } else if a.status < 500 {
                     t.accepted += 1;
                     t.accepted_at_ms.push(s.done_at.as_secs_f64() * 1e3);
+                    t.accepted_latency_ms.push(s.latency.as_secs_f64() * 1e3);
                 } else {
                     t.other += 1;
                 }
@@ -566,6 +675,12 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     for o in advertised {
         out.observe(o);
     }
+    let mut bursts = vec![t1];
+    bursts.extend(m.second.as_ref().map(|s| &s.tally));
+    let queueing = Queueing::of(&bursts);
+    if let Some(q) = spec.queue {
+        out.observe(queueing.observe(q));
+    }
     let (neighbour_obs, unproven) = neighbour_observation(spec, &m.neighbours);
     if let Some(o) = neighbour_obs {
         out.observe(o);
@@ -661,6 +776,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         "other_clients": m.neighbours,
         "idle_cleanup": cleanup,
         "advertised": advertised_evidence,
+        "queueing": queueing,
     });
     out.summary = format!(
         "first burst: {} of {n1} accepted (expected {lo1}..={hi1}), {} rejected{second_summary}",
@@ -674,6 +790,10 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
             m.source,
             Dur(*waited)
         ));
+    }
+    if let Some(note) = queueing.note() {
+        out.summary.push_str("; ");
+        out.summary.push_str(&note);
     }
     if let Some(note) = unproven {
         out.summary.push_str("; ");
@@ -1485,5 +1605,32 @@ mod tests {
         };
         assert_eq!(run(10), Status::Pass);
         assert_eq!(run(20), Status::Fail);
+    }
+
+    #[test]
+    fn queue_is_none_or_a_duration_and_judged_on_the_added_latency() {
+        let s = spec(serde_json::json!({"queue": "none"}));
+        assert_eq!(s.queue, Some(Queue::None));
+        let s = spec(serde_json::json!({"queue": "2s"}));
+        assert_eq!(s.queue, Some(Queue::Within(Dur::from_secs(2))));
+        let err = serde_json::from_value::<Spec>(serde_json::json!({
+            "request": "GET /api", "burst": 1, "refill": "1/s", "queue": "soon"}))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("neither `none` nor a duration"), "{err}");
+
+        let mut t = burst(4, 0, 10);
+        // Answered at once, then three held back by 0.1, 0.3 and 2 s.
+        t.accepted_latency_ms = vec![5.0, 105.0, 305.0, 2005.0];
+        let q = Queueing::of(&[&t]);
+        assert_eq!((q.admitted, q.delayed, q.max_added_ms), (4, 2, 2000.0));
+        assert!(!q.observe(Queue::None).ok);
+        assert!(!q.observe(Queue::Within(Dur::from_secs(1))).ok);
+        assert!(q.observe(Queue::Within(Dur::from_secs(2))).ok);
+        assert!(q.note().unwrap().contains("2 of 4 admitted requests were queued"));
+        t.accepted_latency_ms = vec![5.0, 6.0, 250.0, 9.0];
+        let q = Queueing::of(&[&t]);
+        assert!(q.observe(Queue::None).ok, "245 ms added is not queueing");
+        assert_eq!(q.note(), None);
     }
 }

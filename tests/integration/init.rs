@@ -2,12 +2,10 @@
 //! service it looked at — the core service (with `--probe-limits`, a rate limit found), and a
 //! service no one here wrote: Debian's nginx serving a static file.
 
-use std::net::{IpAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use crate::support::{Service, config, fresh_ip};
+use crate::support::{Nginx, Service, config};
 
 fn preflight(cwd: &Path, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
@@ -106,70 +104,9 @@ fn init_against_the_core_service_writes_a_policy_that_says_go() {
     assert!(text.contains("# review:"), "{text}");
 }
 
-/// nginx, started by hand on its own loopback address, as root or not; stopped on drop.
-struct Nginx {
-    child: Child,
-    ip: IpAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("nginx is not installed (.ci/run installs Debian's nginx-light)");
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path();
-        std::fs::create_dir_all(p.join("www")).unwrap();
-        std::fs::write(
-            p.join("www/index.html"),
-            "<!doctype html><title>static</title>\n",
-        )
-        .unwrap();
-        let ip = fresh_ip();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{}}\n\
-             http {{\n  access_log off;\n  types {{ text/html html; }}\n  default_type application/octet-stream;\n\
-             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen {ip}:8080;\n    root {d}/www;\n  }}\n}}\n",
-            d = p.display()
-        );
-        std::fs::write(p.join("nginx.conf"), conf).unwrap();
-        let child = Command::new(bin)
-            .arg("-p")
-            .arg(p)
-            .arg("-c")
-            .arg(p.join("nginx.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let end = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect((ip, 8080)).is_err() {
-            assert!(Instant::now() < end, "nginx did not listen on {ip}:8080");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx {
-            child,
-            ip,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn init_against_nginx_serving_a_static_file_writes_a_policy_that_says_go() {
-    let nginx = Nginx::start();
+    let nginx = Nginx::start("", "root {dir}/www;");
     let url = format!("http://{}:8080", nginx.ip);
     let (text, report) = init_lint_check(&url, &[]);
     // Only `/` answers 2xx: one check, for the page and its content type.

@@ -241,3 +241,69 @@ async fn a_limiter_whose_headers_lie_fails_the_header_observation() {
         explain(&o)
     );
 }
+
+/// nginx `limit_req` (Debian's nginx-light): `rate=10r/s burst=20`, with or without `nodelay`.
+fn nginx_limit_req(nodelay: bool) -> crate::support::Nginx {
+    crate::support::Nginx::start(
+        "limit_req_zone $binary_remote_addr zone=per_ip:1m rate=10r/s;\n  limit_req_status 429;",
+        &format!(
+            // A static file: `return` would answer before limit_req's phase runs.
+            "location = /api {{ limit_req zone=per_ip burst=20{}; alias {{dir}}/www/index.html; }}",
+            if nodelay { " nodelay" } else { "" }
+        ),
+    )
+}
+
+fn token_bucket(queue: Option<&str>) -> CheckSpec {
+    let mut v = serde_json::json!({
+        "kind": "rate_limit", "request": "GET /api", "burst": 20, "refill": "10/s",
+    });
+    if let Some(q) = queue {
+        v["queue"] = q.into();
+    }
+    serde_json::from_value(v).expect("valid spec")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_limit_req_with_and_without_nodelay_and_its_queueing() {
+    let (fast, queued) = (nginx_limit_req(true), nginx_limit_req(false));
+    let url = |n: &crate::support::Nginx| format!("http://{}:8080", n.ip);
+    let (fast_any, fast_none, queued_any, queued_none, queued_bound) = tokio::join!(
+        run(token_bucket(None), ctx(&url(&fast), 44, 1)),
+        run(token_bucket(Some("none")), ctx(&url(&fast), 44, 3)),
+        run(token_bucket(None), ctx(&url(&queued), 44, 5)),
+        run(token_bucket(Some("none")), ctx(&url(&queued), 44, 7)),
+        run(token_bucket(Some("500ms")), ctx(&url(&queued), 44, 9)),
+    );
+    // nodelay answers at once: PASS, also when no queueing is allowed.
+    for (st, o) in [&fast_any, &fast_none] {
+        assert_eq!(*st, Status::Pass, "{}", explain(o));
+        assert!(!o.summary.contains("queued"), "{}", explain(o));
+    }
+    // Without nodelay, nginx holds the burst back and paces it at 10/s: the same counts PASS,
+    // and the report says how many were queued and by how much.
+    let (st, o) = &queued_any;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    assert!(
+        o.summary.contains("admitted requests were queued"),
+        "{}",
+        explain(o)
+    );
+    assert!(
+        o.evidence["queueing"]["delayed"].as_u64().unwrap() >= 10,
+        "{}",
+        o.evidence
+    );
+    assert!(o.evidence["queueing"]["max_added_ms"].as_f64().unwrap() >= 1500.0);
+    // `queue: none` or a 500 ms bound FAILs it, on the queueing alone.
+    for (st, o) in [&queued_none, &queued_bound] {
+        assert_eq!(*st, Status::Fail, "{}", explain(o));
+        let unmet: Vec<&str> = o
+            .observations
+            .iter()
+            .filter(|x| !x.ok)
+            .map(|x| x.what.as_str())
+            .collect();
+        assert_eq!(unmet, ["queueing"], "{}", explain(o));
+    }
+}

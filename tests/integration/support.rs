@@ -2,7 +2,7 @@
 //! directory, and to talk to it from distinct loopback source addresses.
 
 use std::io::{BufRead, BufReader};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -277,3 +277,68 @@ pub const BEFORE_HARDENING_FAILS: &[&str] = &[
     "store-full",
     "crash-recovery",
 ];
+
+/// nginx, started by hand on its own loopback address, as root or not; stopped on drop.
+pub struct Nginx {
+    child: Child,
+    pub ip: IpAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `http` directives added to the `http` block and `server` ones to the server block;
+    /// `{dir}` in either is the server's own directory (with `www/index.html` in it).
+    pub fn start(http: &str, server: &str) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed (.ci/run installs Debian's nginx-light)");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("www")).unwrap();
+        std::fs::write(
+            p.join("www/index.html"),
+            "<!doctype html><title>static</title>\n",
+        )
+        .unwrap();
+        let ip = fresh_ip();
+        let conf = format!(
+            "daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log stderr;\nevents {{}}\n\
+             http {{\n  access_log off;\n  types {{ text/html html; }}\n  default_type application/octet-stream;\n\
+             client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+             uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+             {http}\n  server {{\n    listen {ip}:8080;\n    {server}\n  }}\n}}\n",
+            d = p.display(),
+            http = http.replace("{dir}", &p.display().to_string()),
+            server = server.replace("{dir}", &p.display().to_string()),
+        );
+        std::fs::write(p.join("nginx.conf"), conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(p)
+            .arg("-c")
+            .arg(p.join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((ip, 8080)).is_err() {
+            assert!(Instant::now() < end, "nginx did not listen on {ip}:8080");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nginx {
+            child,
+            ip,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -21,8 +21,8 @@
 use std::time::Duration;
 
 use super::{
-    Neighbour, Neighbours, Spec, Tally, advertised_observations, burst_with_neighbours,
-    neighbour_observation, required_headers, tally,
+    Neighbour, Neighbours, Queueing, Spec, Tally, advertised_observations,
+    burst_with_neighbours, neighbour_observation, required_headers, tally,
 };
 use crate::checks::rate_limit::Algorithm;
 use crate::outcome::{Chart, ChartKind, CheckError, Observation, Outcome, Series};
@@ -365,6 +365,11 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     for o in advertised {
         out.observe(o);
     }
+    let all: Vec<&Tally> = m.phases.iter().map(|p| &p.tally).collect();
+    let queueing = Queueing::of(&all);
+    if let Some(q) = spec.queue {
+        out.observe(queueing.observe(q));
+    }
     if let (Some(at), Some(c)) = (m.announced_s, m.phases.iter().find(|p| p.name == "C")) {
         out.observe(Observation::new(
             "admitted again when the rejections said",
@@ -409,6 +414,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         "announced_s": m.announced_s,
         "other_clients": m.neighbours,
         "advertised": advertised_evidence,
+        "queueing": queueing,
         "not_proven": m.not_proven,
     });
     out.summary = format!(
@@ -431,6 +437,10 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
                 Dur(Duration::from_secs_f64(w))
             ));
         }
+    }
+    if let Some(note) = queueing.note() {
+        out.summary.push_str("; ");
+        out.summary.push_str(&note);
     }
     if let Some(note) = &m.not_proven {
         out.summary.push_str("; not proven: ");
