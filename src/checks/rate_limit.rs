@@ -28,6 +28,7 @@ use crate::probe::ratelimit::{self, Advertised};
 use crate::target::Ctx;
 use crate::units::{Dur, Percent, Rate, RequestLine};
 
+pub mod auto;
 pub mod window;
 
 /// Most requests in one burst.
@@ -48,6 +49,9 @@ pub enum Algorithm {
     /// At most `limit` requests in any `window` (a sliding log: a request counts until it is
     /// `window` old; Python's `limits` moving window).
     SlidingWindow,
+    /// Find out: which algorithm and parameters the limiter behaves like, from one bounded
+    /// measurement (takes no parameters; the summary gives the policy lines to write).
+    Auto,
 }
 
 impl Algorithm {
@@ -56,11 +60,12 @@ impl Algorithm {
             Algorithm::TokenBucket => "token bucket",
             Algorithm::FixedWindow => "fixed window",
             Algorithm::SlidingWindow => "sliding window",
+            Algorithm::Auto => "limiter of unknown algorithm",
         }
     }
 
     fn windowed(self) -> bool {
-        self != Algorithm::TokenBucket
+        matches!(self, Algorithm::FixedWindow | Algorithm::SlidingWindow)
     }
 }
 
@@ -350,16 +355,12 @@ impl Spec {
     /// The parameters each algorithm takes and the ones it does not.
     fn check_algorithm(&self, p: &mut Problems) {
         type Fields<'a> = &'a [(&'a str, bool)];
-        let (needs, refuses): (Fields, Fields) = if self.algorithm.windowed() {
-            (
-                &[("limit", self.limit.is_some()), ("window", self.window.is_some())],
-                &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())],
-            )
-        } else {
-            (
-                &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())],
-                &[("limit", self.limit.is_some()), ("window", self.window.is_some())],
-            )
+        let bucket: Fields = &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())];
+        let window: Fields = &[("limit", self.limit.is_some()), ("window", self.window.is_some())];
+        let (needs, refuses): (Fields, Vec<(&str, bool)>) = match self.algorithm {
+            Algorithm::TokenBucket => (bucket, window.to_vec()),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => (window, bucket.to_vec()),
+            Algorithm::Auto => (&[], [bucket, window].concat()),
         };
         let example = if self.algorithm.windowed() {
             "e.g. `limit: 50` and `window: 10s`"
@@ -377,15 +378,19 @@ impl Spec {
             }
         }
         for (field, present) in refuses {
-            if *present {
+            if present {
                 p.error(
                     &format!("/{field}"),
                     WRONG_PARAMETER,
-                    format!("`{field}` is not a parameter of a {}", self.algorithm.name()),
-                    if self.algorithm.windowed() {
-                        "a window takes `limit` and `window`; for a token bucket say `algorithm: token_bucket`"
+                    if self.algorithm == Algorithm::Auto {
+                        format!("`algorithm: auto` takes no `{field}`")
                     } else {
-                        "a token bucket takes `burst` and `refill`; for a window say `algorithm: fixed_window` or `sliding_window`"
+                        format!("`{field}` is not a parameter of a {}", self.algorithm.name())
+                    },
+                    match self.algorithm {
+                        Algorithm::Auto => "`auto` finds the parameters itself: leave them out, or name the algorithm",
+                        Algorithm::TokenBucket => "a token bucket takes `burst` and `refill`; for a window say `algorithm: fixed_window` or `sliding_window`",
+                        _ => "a window takes `limit` and `window`; for a token bucket say `algorithm: token_bucket`",
                     },
                 );
             }
@@ -1257,6 +1262,9 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
 
 /// Measures, then judges, as the algorithm says.
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    if spec.algorithm == Algorithm::Auto {
+        return auto::run(spec, ctx).await;
+    }
     if spec.algorithm.windowed() {
         let m = window::measure(spec, ctx).await?;
         return Ok(window::judge(spec, &m));
@@ -1301,10 +1309,10 @@ impl KindSpec for Spec {
 
     fn default_timeout(&self) -> Dur {
         // A window run waits up to two windows (each wait at most `max_wait`).
-        let waits = if self.algorithm.windowed() {
-            self.window.map_or(Duration::ZERO, |w| w.0).min(self.max_wait.0) * 2
-        } else {
-            Duration::ZERO
+        let waits = match self.algorithm {
+            Algorithm::Auto => self.max_wait.0 * 3,
+            a if a.windowed() => self.window.map_or(Duration::ZERO, |w| w.0).min(self.max_wait.0) * 2,
+            _ => Duration::ZERO,
         };
         Dur(Duration::from_secs(120) + waits)
     }

@@ -307,3 +307,88 @@ async fn nginx_limit_req_with_and_without_nodelay_and_its_queueing() {
         assert_eq!(unmet, ["queueing"], "{}", explain(o));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_longer_than_max_wait_is_proven_as_far_as_it_can_be_and_no_further() {
+    // express-rate-limit with a 15-minute window: the limit, the rejections and the headers
+    // are proven at once; the reset is not waited for.
+    let l = Limiter::express(20, 900_000);
+    let started = std::time::Instant::now();
+    let (st, o) = run(window("fixed_window", 20, "15m"), ctx(&l.url, 45, 1)).await;
+    assert_eq!(st, Status::Pass, "{}", explain(&o));
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+    assert!(
+        o.summary.contains("not proven: half the window"),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(
+        o.observations
+            .iter()
+            .filter(|x| x.what.starts_with("burst"))
+            .count(),
+        2,
+        "A and B only: {}",
+        explain(&o)
+    );
+    assert!(
+        o.observations
+            .iter()
+            .any(|x| x.ok && x.what.starts_with("advertised window")),
+        "{}",
+        explain(&o)
+    );
+    // The same limiter declared with a 10-minute window: its headers give it away.
+    let (st, o) = run(window("fixed_window", 20, "10m"), ctx(&l.url, 45, 3)).await;
+    assert_eq!(st, Status::Fail, "{}", explain(&o));
+    assert!(failed(&o, "advertised window"), "{}", explain(&o));
+}
+
+fn auto() -> CheckSpec {
+    serde_json::from_value(serde_json::json!({
+        "kind": "rate_limit", "request": "GET /api", "algorithm": "auto",
+    }))
+    .expect("valid spec")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_names_the_algorithm_and_parameters_of_each_limiter() {
+    let (express, python, nginx) = (
+        Limiter::express(20, 4000),
+        Limiter::python(20, 4, "moving", None),
+        nginx_limit_req(true),
+    );
+    let nginx_url = format!("http://{}:8080", nginx.ip);
+    let (e, p, n) = tokio::join!(
+        run(auto(), ctx(&express.url, 46, 1)),
+        run(auto(), ctx(&python.url, 46, 3)),
+        run(auto(), ctx(&nginx_url, 46, 5)),
+    );
+    let (st, o) = &e;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    assert_eq!(
+        o.evidence["policy"],
+        "algorithm: fixed_window, limit: 20, window: 4s",
+        "{}",
+        explain(o)
+    );
+    let (st, o) = &p;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    assert_eq!(
+        o.evidence["policy"],
+        "algorithm: sliding_window, limit: 20, window: 4s",
+        "{}",
+        explain(o)
+    );
+    // nginx `rate=10r/s burst=20 nodelay`: a bucket of 20 (+ the request in hand), 10/s.
+    let (st, o) = &n;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    let found = &o.evidence["found"];
+    assert_eq!(found["algorithm"], "token_bucket", "{}", explain(o));
+    let (cap, refill) = (
+        found["capacity"].as_u64().unwrap(),
+        found["refill"].as_f64().unwrap(),
+    );
+    assert!((19..=22).contains(&cap), "{}", explain(o));
+    assert!((8.5..=11.5).contains(&refill), "{}", explain(o));
+}

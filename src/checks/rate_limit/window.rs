@@ -302,6 +302,16 @@ pub fn expected(
     }
 }
 
+/// Whether every burst of a run admitted what `algorithm` would have (± the tolerance).
+pub fn fits(algorithm: Algorithm, spec: &Spec, phases: &[Phase]) -> bool {
+    let tol = spec.tol(limit(spec) as f64) as u64;
+    (0..phases.len()).all(|k| {
+        let (lo, hi, _) = expected(algorithm, spec, phases, k);
+        let t = &phases[k].tally;
+        t.accepted + tol >= lo && t.accepted <= hi + tol
+    })
+}
+
 /// Judges a window run from its measurements alone: pure, no I/O, no clock.
 pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     let mut out = Outcome {
@@ -320,13 +330,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         return out;
     }
     let tol = spec.tol(l as f64) as u64;
-    let fits = |alg: Algorithm| {
-        (0..m.phases.len()).all(|k| {
-            let (lo, hi, _) = expected(alg, spec, &m.phases, k);
-            let t = &m.phases[k].tally;
-            t.accepted + tol >= lo && t.accepted <= hi + tol
-        })
-    };
+    let fits = |alg: Algorithm| fits(alg, spec, &m.phases);
     let mut lines = Vec::new();
     for k in 0..m.phases.len() {
         let p = &m.phases[k];
