@@ -49,6 +49,10 @@ pub enum Algorithm {
     /// At most `limit` requests in any `window` (a sliding log: a request counts until it is
     /// `window` old; Python's `limits` moving window).
     SlidingWindow,
+    /// A bucket of `burst` queued requests released at `rate` (nginx `limit_req` without
+    /// `nodelay`): a burst is admitted but held back and answered at the rate; past the queue,
+    /// refused.
+    LeakyBucket,
     /// Find out: which algorithm and parameters the limiter behaves like, from one bounded
     /// measurement (takes no parameters; the summary gives the policy lines to write).
     Auto,
@@ -60,6 +64,7 @@ impl Algorithm {
             Algorithm::TokenBucket => "token bucket",
             Algorithm::FixedWindow => "fixed window",
             Algorithm::SlidingWindow => "sliding window",
+            Algorithm::LeakyBucket => "leaky bucket",
             Algorithm::Auto => "limiter of unknown algorithm",
         }
     }
@@ -184,6 +189,9 @@ pub struct Spec {
     /// Refill rate, e.g. `10/s` (token bucket).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refill: Option<Rate>,
+    /// The rate queued requests are released at, e.g. `10/s` (leaky bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
     /// Requests per window (fixed and sliding windows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
@@ -355,17 +363,23 @@ impl Spec {
     /// The parameters each algorithm takes and the ones it does not.
     fn check_algorithm(&self, p: &mut Problems) {
         type Fields<'a> = &'a [(&'a str, bool)];
-        let bucket: Fields = &[("burst", self.burst.is_some()), ("refill", self.refill.is_some())];
+        type Owned<'a> = Vec<(&'a str, bool)>;
+        let burst = ("burst", self.burst.is_some());
+        let refill = ("refill", self.refill.is_some());
+        let rate = ("rate", self.rate.is_some());
         let window: Fields = &[("limit", self.limit.is_some()), ("window", self.window.is_some())];
-        let (needs, refuses): (Fields, Vec<(&str, bool)>) = match self.algorithm {
-            Algorithm::TokenBucket => (bucket, window.to_vec()),
-            Algorithm::FixedWindow | Algorithm::SlidingWindow => (window, bucket.to_vec()),
-            Algorithm::Auto => (&[], [bucket, window].concat()),
+        let (needs, refuses): (Owned, Owned) = match self.algorithm {
+            Algorithm::TokenBucket => (vec![burst, refill], [window, &[rate]].concat()),
+            Algorithm::LeakyBucket => (vec![burst, rate], [window, &[refill]].concat()),
+            Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                (window.to_vec(), vec![burst, refill, rate])
+            }
+            Algorithm::Auto => (vec![], [window, &[burst, refill, rate]].concat()),
         };
-        let example = if self.algorithm.windowed() {
-            "e.g. `limit: 50` and `window: 10s`"
-        } else {
-            "e.g. `burst: 100` and `refill: 10/s`"
+        let example = match self.algorithm {
+            Algorithm::LeakyBucket => "e.g. `burst: 20` and `rate: 10/s`",
+            a if a.windowed() => "e.g. `limit: 50` and `window: 10s`",
+            _ => "e.g. `burst: 100` and `refill: 10/s`",
         };
         for (field, present) in needs {
             if !present {
@@ -389,7 +403,8 @@ impl Spec {
                     },
                     match self.algorithm {
                         Algorithm::Auto => "`auto` finds the parameters itself: leave them out, or name the algorithm",
-                        Algorithm::TokenBucket => "a token bucket takes `burst` and `refill`; for a window say `algorithm: fixed_window` or `sliding_window`",
+                        Algorithm::TokenBucket => "a token bucket takes `burst` and `refill`; for a window say `algorithm: fixed_window` or `sliding_window`, for a queue `leaky_bucket`",
+                        Algorithm::LeakyBucket => "a leaky bucket takes `burst` and `rate`",
                         _ => "a window takes `limit` and `window`; for a token bucket say `algorithm: token_bucket`",
                     },
                 );
@@ -404,11 +419,23 @@ impl Spec {
 
     /// Tokens per second (0 for a window, which gives nothing back before it ends).
     pub fn refill_rate(&self) -> f64 {
-        if self.algorithm.windowed() {
-            0.0
-        } else {
-            self.refill.map_or(0.0, |r| r.per_second())
+        match self.algorithm {
+            Algorithm::LeakyBucket => self.rate.map_or(0.0, |r| r.per_second()),
+            a if a.windowed() => 0.0,
+            _ => self.refill.map_or(0.0, |r| r.per_second()),
         }
+    }
+
+    /// The queueing a policy allows: its `queue`, else for a leaky bucket what a full queue
+    /// takes to drain at the rate, plus half a second.
+    fn queue_bound(&self) -> Option<Queue> {
+        self.queue.or_else(|| {
+            (self.algorithm == Algorithm::LeakyBucket && self.refill_rate() > 0.0).then(|| {
+                Queue::Within(Dur(Duration::from_secs_f64(
+                    self.capacity() as f64 / self.refill_rate() + 0.5,
+                )))
+            })
+        })
     }
 
     /// Requests past the burst.
@@ -683,8 +710,11 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
     let mut bursts = vec![t1];
     bursts.extend(m.second.as_ref().map(|s| &s.tally));
     let queueing = Queueing::of(&bursts);
-    if let Some(q) = spec.queue {
+    if let Some(q) = spec.queue_bound() {
         out.observe(queueing.observe(q));
+    }
+    if spec.algorithm == Algorithm::LeakyBucket && !matches!(m.start, Start::NotFull(_)) {
+        out.observe(pacing(spec, t1));
     }
     let (neighbour_obs, unproven) = neighbour_observation(spec, &m.neighbours);
     if let Some(o) = neighbour_obs {
@@ -897,6 +927,34 @@ fn advertised_observations(
         "malformed": malformed,
     });
     (out, evidence)
+}
+
+/// The pace of a burst's admitted answers, from the first to the last, per second (at least
+/// three answers spread over time).
+fn pace(t: &Tally) -> Option<f64> {
+    let mut at = t.accepted_at_ms.clone();
+    at.sort_by(f64::total_cmp);
+    match (at.first(), at.last()) {
+        (Some(a), Some(b)) if at.len() >= 3 && b > a => {
+            Some((at.len() - 1) as f64 / ((b - a) / 1e3))
+        }
+        _ => None,
+    }
+}
+
+/// A leaky bucket answers a burst's admitted requests at its rate.
+fn pacing(spec: &Spec, t: &Tally) -> Observation {
+    let rate = spec.refill_rate();
+    let observed = pace(t);
+    Observation::new(
+        "queued requests answered at the rate",
+        format!("{rate}/s ± 20 %"),
+        match observed {
+            Some(p) => format!("{p:.1}/s over {} admitted answers", t.accepted),
+            None => format!("{} admitted answers: no pace to read", t.accepted),
+        },
+        observed.is_some_and(|p| (p - rate).abs() <= rate * 0.2),
+    )
 }
 
 /// Each header the policy requires, on every rejection of `t` (with its syntax where one is

@@ -306,6 +306,46 @@ async fn nginx_limit_req_with_and_without_nodelay_and_its_queueing() {
             .collect();
         assert_eq!(unmet, ["queueing"], "{}", explain(o));
     }
+
+    // As a leaky bucket of 20 at 10/s: the queueing nginx PASSes, paced at the rate; the
+    // nodelay one FAILs the pacing; a wrong rate FAILs it too. `auto` names the queue.
+    let leaky = |rate: &str| -> CheckSpec {
+        serde_json::from_value(serde_json::json!({
+            "kind": "rate_limit", "request": "GET /api", "algorithm": "leaky_bucket",
+            "burst": 20, "rate": rate,
+        }))
+        .unwrap()
+    };
+    let (right, no_queue, wrong_rate, found) = tokio::join!(
+        run(leaky("10/s"), ctx(&url(&queued), 44, 11)),
+        run(leaky("10/s"), ctx(&url(&fast), 44, 13)),
+        run(leaky("4/s"), ctx(&url(&queued), 44, 15)),
+        run(auto(), ctx(&url(&queued), 44, 17)),
+    );
+    let (st, o) = &right;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    for (st, o) in [&no_queue, &wrong_rate] {
+        assert_eq!(*st, Status::Fail, "{}", explain(o));
+        assert!(
+            failed(o, "queued requests answered at the rate"),
+            "{}",
+            explain(o)
+        );
+    }
+    let (st, o) = &found;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    let f = &o.evidence["found"];
+    assert_eq!(f["algorithm"], "leaky_bucket", "{}", explain(o));
+    assert!(
+        (19..=21).contains(&f["capacity"].as_u64().unwrap()),
+        "{}",
+        explain(o)
+    );
+    assert!(
+        (8.5..=11.5).contains(&f["refill"].as_f64().unwrap()),
+        "{}",
+        explain(o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@
 use std::time::Duration;
 
 use super::window::{self, Phase};
-use super::{Algorithm, Spec, Tally, tally};
+use super::{Algorithm, Queueing, Spec, Tally, pace, tally};
 use crate::outcome::{CheckError, Observation, Outcome};
 use crate::probe::load::{self, Endpoint, Request};
 use crate::target::Ctx;
@@ -48,6 +48,11 @@ impl Found {
                 self.capacity,
                 round_rate(self.refill.unwrap_or(0.0))
             ),
+            Algorithm::LeakyBucket => format!(
+                "algorithm: leaky_bucket, burst: {}, rate: {}/s",
+                self.capacity,
+                round_rate(self.refill.unwrap_or(0.0))
+            ),
             a => format!(
                 "algorithm: {}, limit: {}, window: {}",
                 serde_json::to_value(a)
@@ -64,6 +69,11 @@ impl Found {
         match self.algorithm {
             Algorithm::TokenBucket => format!(
                 "a token bucket of {} refilled at about {}/s",
+                self.capacity,
+                round_rate(self.refill.unwrap_or(0.0))
+            ),
+            Algorithm::LeakyBucket => format!(
+                "a leaky bucket queueing {} and answering them at about {}/s",
                 self.capacity,
                 round_rate(self.refill.unwrap_or(0.0))
             ),
@@ -180,9 +190,24 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         return Ok(out);
     }
     let b1_end = b1_at + b1.duration.as_secs_f64();
+    let queued = Queueing::of(&[&b1]);
 
     // 2. One second later: a bucket gives some back, a window nothing.
-    let found = {
+    let found = if let (true, Some(rate)) = (queued.delayed >= 3, pace(&b1)) {
+        // Held back and answered one by one: a queue drained at its rate.
+        notes.push(format!(
+            "{} of {} admitted requests were queued, the last answered {:.2} s after the first",
+            queued.delayed,
+            queued.admitted,
+            queued.max_added_ms / 1e3
+        ));
+        Some(Found {
+            algorithm: Algorithm::LeakyBucket,
+            capacity: b1.accepted,
+            refill: Some(rate),
+            window_s: None,
+        })
+    } else {
         let origin = s.origin;
         let since = |x: f64| origin + Duration::from_secs_f64(x);
         tokio::time::sleep_until(since(b1_end + 1.0)).await;
