@@ -625,6 +625,32 @@ pub struct Measurements {
     /// `None` when the check stopped after the first burst ([`Start::NotFull`]).
     pub second: Option<Second>,
     pub cleanup: Option<Cleanup>,
+    /// The request sent when the first burst's rejections said to come back.
+    pub retry: Option<RetryProbe>,
+}
+
+/// One request at the moment a limiter's rejections announced (`Retry-After`, else the
+/// reset), to see that the announcement is not earlier than the truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetryProbe {
+    /// The announced moment, seconds after the first burst's release.
+    pub announced_s: f64,
+    /// When the request went out, seconds after the first burst's release.
+    pub sent_s: f64,
+    pub admitted: bool,
+}
+
+/// After an announced moment, so its whole-second rounding and our clock agree.
+const RETRY_MARGIN_S: f64 = 0.1;
+
+/// When the rejections of `t` (released at 0) said a request would be admitted again: the
+/// latest of them, seconds after the release.
+fn announced_retry(t: &Tally) -> Option<f64> {
+    t.advertised
+        .iter()
+        .filter(|a| !a.accepted)
+        .filter_map(|a| Some(a.at_ms / 1e3 + a.headers.retry_s()?))
+        .reduce(f64::max)
 }
 
 /// Accepted counts a burst may show: a bucket holding `level_lo..=level_hi` tokens at the
@@ -723,8 +749,25 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
 
     let mut second_summary = String::new();
     let mut second_evidence = serde_json::Value::Null;
+    if let Some(r) = &m.retry {
+        out.observe(Observation::new(
+            "admitted again when the rejections said",
+            format!(
+                "a request sent at +{:.2} s (announced +{:.2} s) is admitted",
+                r.sent_s, r.announced_s
+            ),
+            if r.admitted { "admitted" } else { "refused" },
+            r.admitted,
+        ));
+    }
     if let Some(s) = &m.second {
-        let t2 = &s.tally;
+        // The retry request took a token before the second burst: counted with it.
+        let mut t2 = s.tally.clone();
+        if m.retry.as_ref().is_some_and(|r| r.admitted) {
+            t2.accepted += 1;
+            t2.sent += 1;
+        }
+        let t2 = &t2;
         let wait = m.wait.as_secs_f64();
         let expected2 = (refill * wait).min(burst);
         let tol2 = spec.tol(expected2);
@@ -812,6 +855,7 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         "idle_cleanup": cleanup,
         "advertised": advertised_evidence,
         "queueing": queueing,
+        "retry": m.retry,
     });
     out.summary = format!(
         "first burst: {} of {n1} accepted (expected {lo1}..={hi1}), {} rejected{second_summary}",
@@ -1258,7 +1302,28 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
     // 2. Wait, then burst again: about refill × wait more are accepted.
     let mut second = None;
     let b1_end = b1.released + b1.duration;
+    let mut retry = None;
     if !matches!(start, Start::NotFull(_)) {
+        // Before it: one request when the rejections said, if that is before the second
+        // burst (a later announcement is conservative, and allowed).
+        let second_at = (b1_end + wait).saturating_duration_since(b1.released);
+        if let Some(announced_s) = announced_retry(&t1) {
+            let at = Duration::from_secs_f64(announced_s + RETRY_MARGIN_S);
+            if at + Duration::from_millis(200) < second_at {
+                tokio::time::sleep_until(b1.released + at).await;
+                sent.push(format!(
+                    "1 × {} from {} when the rejections said (+{announced_s:.1} s)",
+                    spec.request, ctx.source
+                ));
+                let one = load::burst(&ep, &req, &[ctx.source], 1, Some(&ctx.budget), Duration::from_secs(10).min(ctx.remaining()?)).await?;
+                let t = tally(&one, spec);
+                retry = Some(RetryProbe {
+                    announced_s,
+                    sent_s: one.released.saturating_duration_since(b1.released).as_secs_f64(),
+                    admitted: t.accepted > 0,
+                });
+            }
+        }
         tokio::time::sleep_until(b1_end + wait).await;
         sent.push(format!(
             "after {}: {n2} × {} from {}",
@@ -1315,6 +1380,7 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
         wait,
         second,
         cleanup,
+        retry,
     })
 }
 
@@ -1444,6 +1510,7 @@ mod tests {
                 gap_release: 0.26,
             }),
             cleanup: None,
+            retry: None,
         }
     }
 

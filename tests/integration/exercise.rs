@@ -53,12 +53,24 @@ struct Gcra {
     burst: f64,
     per_second: f64,
     tat: Mutex<HashMap<IpAddr, tokio::time::Instant>>,
+    retry_after: RetryAfter,
+}
+
+/// What a rejection says about when to come back.
+#[derive(Clone, Copy)]
+enum RetryAfter {
+    /// Nothing.
+    Absent,
+    /// The truth: the seconds until a request is admitted again, rounded up.
+    Honest,
+    /// Always these seconds, whatever the truth.
+    Always(u32),
 }
 
 async fn gcra_handler(
     State(g): State<Arc<Gcra>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-) -> (StatusCode, &'static str) {
+) -> (StatusCode, [(&'static str, String); 1], &'static str) {
     let now = tokio::time::Instant::now();
     let t = Duration::from_secs_f64(1.0 / g.per_second);
     let tau = t.mul_f64(g.burst);
@@ -67,9 +79,16 @@ async fn gcra_handler(
     let new_tat = tat + t;
     if new_tat - now <= tau {
         map.insert(peer.ip(), new_tat);
-        (StatusCode::OK, "served")
+        (StatusCode::OK, [("x-served", "1".into())], "served")
     } else {
-        (StatusCode::TOO_MANY_REQUESTS, "slow down")
+        // Admitted again once new_tat - tau has passed.
+        let wait = (new_tat - tau - now).as_secs_f64();
+        let header = match g.retry_after {
+            RetryAfter::Absent => ("x-no-retry-after", String::new()),
+            RetryAfter::Honest => ("retry-after", (wait.ceil() as u64).to_string()),
+            RetryAfter::Always(s) => ("retry-after", s.to_string()),
+        };
+        (StatusCode::TOO_MANY_REQUESTS, [header], "slow down")
     }
 }
 
@@ -88,10 +107,15 @@ async fn serve(app: axum::Router) -> String {
 }
 
 async fn gcra_server(burst: f64, per_second: f64) -> String {
+    gcra_server_saying(burst, per_second, RetryAfter::Absent).await
+}
+
+async fn gcra_server_saying(burst: f64, per_second: f64, retry_after: RetryAfter) -> String {
     let g = Arc::new(Gcra {
         burst,
         per_second,
         tat: Mutex::new(HashMap::new()),
+        retry_after,
     });
     serve(
         axum::Router::new()
@@ -157,6 +181,53 @@ async fn rate_limit_judges_a_third_party_gcra_limiter() {
         "{}",
         explain(&o)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_retry_after_must_not_be_earlier_than_the_truth() {
+    // A bucket of 10 refilled at 1/s: the truth is "come back in 1 s".
+    let spec = || {
+        spec(serde_json::json!({
+            "kind": "rate_limit", "request": "GET /api", "burst": 10, "refill": "1/s",
+            "wait": "3s",
+        }))
+    };
+    let honest = gcra_server_saying(10.0, 1.0, RetryAfter::Honest).await;
+    let lying = gcra_server_saying(10.0, 1.0, RetryAfter::Always(0)).await;
+    let late = gcra_server_saying(10.0, 1.0, RetryAfter::Always(60)).await;
+    let s = spec();
+    let ctxs = [
+        ctx_for(Target::remote(&honest), 23, 1),
+        ctx_for(Target::remote(&lying), 23, 3),
+        ctx_for(Target::remote(&late), 23, 5),
+    ];
+    let ((st_h, o_h), (st_l, o_l), (st_late, o_late)) =
+        tokio::join!(run(&s, &ctxs[0]), run(&s, &ctxs[1]), run(&s, &ctxs[2]));
+    let retry = |o: &Outcome| {
+        o.observations
+            .iter()
+            .find(|x| x.what == "admitted again when the rejections said")
+            .cloned()
+    };
+    assert_eq!(st_h, Status::Pass, "{}", explain(&o_h));
+    assert!(retry(&o_h).is_some_and(|x| x.ok), "{}", explain(&o_h));
+    // "Come back now" while nothing is admitted for a second: FAIL on that alone.
+    assert_eq!(st_l, Status::Fail, "{}", explain(&o_l));
+    let unmet: Vec<&str> = o_l
+        .observations
+        .iter()
+        .filter(|x| !x.ok)
+        .map(|x| x.what.as_str())
+        .collect();
+    assert_eq!(
+        unmet,
+        ["admitted again when the rejections said"],
+        "{}",
+        explain(&o_l)
+    );
+    // "Come back in a minute" is conservative: not probed, and no failure.
+    assert_eq!(st_late, Status::Pass, "{}", explain(&o_late));
+    assert!(retry(&o_late).is_none(), "{}", explain(&o_late));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
