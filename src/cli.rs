@@ -157,8 +157,9 @@ pub enum Command {
     /// /healthz, /readyz, / and /metrics, once each) and a check for each thing found — its
     /// status, a latency bound with room, the content type; exported memory and request
     /// counters from /metrics — each marked `review:` with the value it was based on.
-    /// --probe-limits also sends one burst (up to 300 GETs, then a second after 2 s) to find a
-    /// per-client rate limit and writes a `rate_limit` check with what was observed.
+    /// --probe-limits also finds the per-client rate limit (bounded bursts of up to 300 GETs,
+    /// a window waited out up to 30 s) and writes a `rate_limit` check stating the algorithm
+    /// and parameters the limiter behaves like (token or leaky bucket, fixed or sliding window).
     ///
     /// Examples:
     ///   preflight init --target http://127.0.0.1:8080
@@ -386,7 +387,7 @@ pub struct InitArgs {
     /// Base URL of a running service to look at (read-only unless --probe-limits).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
-    /// Also send one burst to find a rate limit (up to 300 requests from this host) to PATH
+    /// Also find the rate limit (bounded bursts of up to 300 requests from this host) of PATH
     /// (default: the first of /healthz, /readyz, / that answered; health endpoints are often
     /// exempt, so name a route the limiter covers).
     #[arg(long, requires = "target", value_name = "PATH", num_args = 0..=1, default_missing_value = "")]

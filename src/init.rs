@@ -32,33 +32,16 @@ pub struct MetricsFound {
     pub samples: usize,
 }
 
-/// The burst `--probe-limits` sent and what came back.
+/// What `--probe-limits` found the limiter behaves like (`rate_limit` with `algorithm:
+/// auto`, docs/policy-reference.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitFound {
     pub path: String,
-    /// Requests sent in the first burst, and how many were accepted before the first 429.
-    pub sent: u32,
-    pub accepted: u32,
-    /// Accepted in the second burst, `waited` after the first.
-    pub accepted_after_wait: u32,
-    pub waited: Duration,
-    /// How long each burst took until its 429.
-    pub first_took: Duration,
-    pub second_took: Duration,
-}
-
-impl LimitFound {
-    /// Tokens per second: what the second burst got back over the time since the first
-    /// burst's 429 (the wait and the second burst itself).
-    pub fn refill_per_s(&self) -> f64 {
-        f64::from(self.accepted_after_wait) / (self.waited + self.second_took).as_secs_f64()
-    }
-
-    /// The bucket's size: the first burst's acceptances less what refilled while it ran.
-    pub fn burst(&self) -> u32 {
-        let refilled = self.refill_per_s() * self.first_took.as_secs_f64();
-        (f64::from(self.accepted) - refilled).round().max(1.0) as u32
-    }
+    /// The `rate_limit` fields that state it, in order (`burst: 100`, `refill: 10/s`, or
+    /// `algorithm: fixed_window`, `limit`, `window`, …).
+    pub lines: Vec<(String, String)>,
+    /// How it was found: the measurement's one-line summary.
+    pub how: String,
 }
 
 /// Everything the look at a target found.
@@ -67,19 +50,19 @@ pub struct Found {
     /// 2xx answers among the probed paths (`PATHS`).
     pub answers: Vec<Answer>,
     pub metrics: Option<MetricsFound>,
-    /// `Some` when `--probe-limits` ran: `None` inside means no 429 within the burst.
-    pub limit: Option<Option<LimitFound>>,
+    /// `Some` when `--probe-limits` ran: `Err` inside says why no check was written (no
+    /// limit found, or none that could be told).
+    pub limit: Option<Result<LimitFound, String>>,
 }
 
-/// The largest first burst `--probe-limits` sends.
-pub const PROBE_BURST: u32 = 300;
-/// The wait before the second burst.
-const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// How long `--probe-limits` may take (a window is waited out up to 30 s, then told fixed
+/// from sliding).
+const PROBE_LIMITS_FOR: Duration = Duration::from_secs(180);
 
 /// Looks at `url` read-only: GET `/healthz`, `/readyz`, `/` and `/metrics`, each once.
-/// `probe_limits`: then one burst of up to [`PROBE_BURST`] GETs to the path given (`None`
-/// inside: the first path that answered), and after a 429, a second one 2 s later. Errors
-/// when nothing answers at all.
+/// `probe_limits`: then the bounded bursts of `rate_limit`'s `algorithm: auto` to the path
+/// given (`None` inside: the first path that answered): which algorithm and parameters the
+/// limiter behaves like. Errors when nothing answers at all.
 pub async fn probe(url: &str, probe_limits: Option<Option<&str>>) -> Result<Found, String> {
     let base = url.trim_end_matches('/');
     let client = crate::http_client::builder()
@@ -127,46 +110,55 @@ pub async fn probe(url: &str, probe_limits: Option<Option<&str>>) -> Result<Foun
             .map(str::to_string)
             .or_else(|| found.answers.first().map(|a| a.path.clone()));
         if let Some(path) = path {
-            found.limit = Some(burst_pair(&client, base, &path).await);
+            found.limit = Some(find_limit(base, &path).await);
         }
     }
     Ok(found)
 }
 
-/// Sends GETs until the first 429 or [`PROBE_BURST`]; on a 429, waits and counts how many are
-/// accepted again.
-async fn burst_pair(client: &reqwest::Client, base: &str, path: &str) -> Option<LimitFound> {
-    let url = format!("{base}{path}");
-    let burst = |max: u32| {
-        let url = url.clone();
-        async move {
-            let (mut sent, mut accepted, start) = (0, 0, Instant::now());
-            while sent < max {
-                sent += 1;
-                match client.get(&url).send().await.map(|r| r.status().as_u16()) {
-                    Ok(429) => return (sent, accepted, true, start.elapsed()),
-                    Ok(s) if (200..300).contains(&s) => accepted += 1,
-                    _ => {}
-                }
-            }
-            (sent, accepted, false, start.elapsed())
-        }
+/// `rate_limit` with `algorithm: auto` on `path`: from loopback addresses of its own on an
+/// IPv4 loopback target (a fresh one to tell fixed from sliding windows), else from the OS's
+/// choice (a window is then waited out once more before it is told fixed or sliding).
+async fn find_limit(base: &str, path: &str) -> Result<LimitFound, String> {
+    use crate::checks::rate_limit::{Spec, auto};
+    use std::net::{IpAddr, Ipv4Addr};
+    let spec: Spec = serde_json::from_value(serde_json::json!({
+        "request": format!("GET {path}"), "algorithm": "auto",
+    }))
+    .map_err(|e| format!("`{path}` is not a request path: {e}"))?;
+    let loopback = reqwest::Url::parse(base).ok().is_some_and(|u| {
+        let host = u.host_str().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
+    });
+    let (source, extra) = if loopback {
+        let ip = |c: u8, d: u8| IpAddr::V4(Ipv4Addr::new(127, 77, c, d));
+        (ip(0, 1), (1..=8).map(|d| ip(1, d)).collect())
+    } else {
+        (IpAddr::V4(Ipv4Addr::UNSPECIFIED), Vec::new())
     };
-    let (sent, accepted, limited, first_took) = burst(PROBE_BURST).await;
-    if !limited {
-        return None;
+    let ctx = crate::target::Ctx::standalone(
+        std::sync::Arc::new(crate::target::Target::remote(base)),
+        source,
+        extra,
+        PROBE_LIMITS_FOR,
+        10_000,
+    );
+    let (outcome, found) = auto::find(&spec, &ctx)
+        .await
+        .map_err(|e| format!("the probe failed: {e}"))?;
+    match found {
+        Some(f) => Ok(LimitFound {
+            path: path.to_string(),
+            lines: f
+                .lines()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            how: outcome.summary,
+        }),
+        None => Err(outcome.summary),
     }
-    tokio::time::sleep(PROBE_WAIT).await;
-    let (_, accepted_after_wait, _, second_took) = burst(accepted + 1).await;
-    Some(LimitFound {
-        path: path.to_string(),
-        sent,
-        accepted,
-        accepted_after_wait,
-        waited: PROBE_WAIT,
-        first_took,
-        second_took,
-    })
 }
 
 /// Which families of interest a `/metrics` page holds.
@@ -302,29 +294,21 @@ pub fn render(url: Option<&str>, found: &Found, today: &str) -> String {
         }
     }
     match &found.limit {
-        Some(Some(l)) => {
-            let per_s = l.refill_per_s();
+        Some(Ok(l)) => {
             out.push_str(&format!(
-                "  # review: a burst of GET {} was refused (429) after {} of {} accepted in {:.2} s; {}\n  # accepted again {} s later: a refill of about {:.1}/s and a bucket of about {}.\n  # Tolerances: docs/policy-reference.md\n  - id: rate-limit\n    kind: rate_limit\n    severity: high\n    request: GET {}\n    burst: {}\n    refill: {}/s\n",
-                l.path,
-                l.accepted,
-                l.sent,
-                l.first_took.as_secs_f64(),
-                l.accepted_after_wait,
-                l.waited.as_secs(),
-                per_s,
-                l.burst(),
-                l.path,
-                l.burst(),
-                per_s.round().max(1.0)
+                "  # review: {}\n  # Tolerances: docs/policy-reference.md\n  - id: rate-limit\n    kind: rate_limit\n    severity: high\n    request: GET {}\n",
+                l.how, l.path
             ));
+            for (k, v) in &l.lines {
+                out.push_str(&format!("    {k}: {v}\n"));
+            }
         }
-        Some(None) => out.push_str(&format!(
-            "  # review: no 429 within a burst of {PROBE_BURST} GETs: no per-client rate limit was found\n  # on that path (health endpoints are often exempt: `--probe-limits PATH` names another)\n"
+        Some(Err(why)) => out.push_str(&format!(
+            "  # review: no rate_limit check written: {why}\n  # (health endpoints are often exempt: `--probe-limits PATH` names another)\n"
         )),
         None => {}
     }
-    if found.answers.is_empty() && found.metrics.is_none() {
+    if found.answers.is_empty() && found.metrics.is_none() && !matches!(found.limit, Some(Ok(_))) {
         out.push_str("  # nothing answered 2xx: write the checks by hand (EXAMPLES below)\n  []\n");
     }
     out.push_str(EXAMPLES);
@@ -409,14 +393,13 @@ mod tests {
                 histograms: vec![],
                 samples: 12,
             }),
-            limit: Some(Some(LimitFound {
+            limit: Some(Ok(LimitFound {
                 path: "/healthz".into(),
-                sent: 106,
-                accepted: 105,
-                accepted_after_wait: 22,
-                waited: ms(2000),
-                first_took: ms(500),
-                second_took: ms(200),
+                lines: vec![
+                    ("burst".into(), "100".into()),
+                    ("refill".into(), "10/s".into()),
+                ],
+                how: "behaves like a token bucket of 100 refilled at about 10/s".into(),
             })),
         };
         let text = render(Some("http://127.0.0.1:1"), &found, "2026-12-02");
@@ -432,7 +415,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("expect: http_requests_total >= 0"), "{text}");
-        // 22 back over 2.2 s is 10/s; 5 of the 105 refilled during the 0.5 s burst.
+        assert!(
+            text.contains("# review: behaves like a token bucket of 100"),
+            "{text}"
+        );
         assert!(
             text.contains("    burst: 100\n    refill: 10/s\n"),
             "{text}"

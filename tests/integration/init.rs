@@ -113,3 +113,38 @@ fn init_against_nginx_serving_a_static_file_writes_a_policy_that_says_go() {
     assert_eq!(ids(&report), ["root"], "{text}");
     assert!(text.contains("content-type: \"^text/html\""), "{text}");
 }
+
+#[test]
+fn init_probe_limits_writes_the_algorithm_it_found_on_express_rate_limit() {
+    // express + express-rate-limit (npm): a fixed window of 20 per 4 s on /api, nothing else.
+    let dir = crate::limiters::fixtures().join("express");
+    assert!(
+        dir.join("node_modules/express-rate-limit").exists(),
+        "express-rate-limit is not installed (.ci/run runs `npm ci` in {})",
+        dir.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.current_dir(&dir)
+        .args(["server.js", "127.0.0.1", "20", "4000", "draft-7"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let line = crate::support::first_line(
+        child.stdout.take().unwrap(),
+        std::time::Duration::from_secs(30),
+    );
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let result = std::panic::catch_unwind(|| init_lint_check(&url, &["--probe-limits", "/api"]));
+    let _ = child.kill();
+    let _ = child.wait();
+    let (text, report) = result.unwrap();
+    assert_eq!(ids(&report), ["rate-limit"], "{text}");
+    assert!(
+        text.contains("    algorithm: fixed_window\n    limit: 20\n    window: 4s\n"),
+        "{text}"
+    );
+}

@@ -91,7 +91,7 @@ impl Limiter {
     }
 }
 
-fn fixtures() -> PathBuf {
+pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/limiters")
 }
 

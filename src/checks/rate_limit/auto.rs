@@ -40,29 +40,43 @@ pub struct Found {
 }
 
 impl Found {
-    /// The policy lines that state it.
-    pub fn policy(&self) -> String {
+    /// The policy fields that state it, in order (`burst`, `refill`, …).
+    pub fn lines(&self) -> Vec<(&'static str, String)> {
+        let rate = |r: Option<f64>| format!("{}/s", round_rate(r.unwrap_or(0.0)));
         match self.algorithm {
-            Algorithm::TokenBucket => format!(
-                "burst: {}, refill: {}/s",
-                self.capacity,
-                round_rate(self.refill.unwrap_or(0.0))
-            ),
-            Algorithm::LeakyBucket => format!(
-                "algorithm: leaky_bucket, burst: {}, rate: {}/s",
-                self.capacity,
-                round_rate(self.refill.unwrap_or(0.0))
-            ),
-            a => format!(
-                "algorithm: {}, limit: {}, window: {}",
-                serde_json::to_value(a)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                self.capacity,
-                Dur(Duration::from_secs_f64(self.window_s.unwrap_or(0.0)))
-            ),
+            Algorithm::TokenBucket => vec![
+                ("burst", self.capacity.to_string()),
+                ("refill", rate(self.refill)),
+            ],
+            Algorithm::LeakyBucket => vec![
+                ("algorithm", "leaky_bucket".into()),
+                ("burst", self.capacity.to_string()),
+                ("rate", rate(self.refill)),
+            ],
+            a => vec![
+                (
+                    "algorithm",
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                ),
+                ("limit", self.capacity.to_string()),
+                (
+                    "window",
+                    Dur(Duration::from_secs_f64(self.window_s.unwrap_or(0.0))).to_string(),
+                ),
+            ],
         }
+    }
+
+    /// The policy lines that state it, on one line.
+    pub fn policy(&self) -> String {
+        self.lines()
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn describe(&self) -> String {
@@ -148,6 +162,12 @@ impl Sender<'_> {
 
 /// Measures and says what the limiter behaves like.
 pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
+    Ok(find(spec, ctx).await?.0)
+}
+
+/// [`run`], with what was found apart (`None` when nothing could be said: the outcome says
+/// why) — for `preflight init --probe-limits`.
+pub async fn find(spec: &Spec, ctx: &Ctx) -> Result<(Outcome, Option<Found>), CheckError> {
     let mut s = Sender {
         ctx,
         ep: Endpoint::for_target(&ctx.target).await?,
@@ -171,7 +191,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
              address used shortly before); run again from a fresh address",
             ctx.source, first.statuses
         ));
-        return Ok(out);
+        return Ok((out, None));
     }
     let advertised = first.advertised.iter().find_map(|a| a.headers.quota());
     let advertised_window = first.advertised.iter().find_map(|a| a.headers.window_s());
@@ -187,7 +207,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
     if b1.rejected == 0 {
         out.sent = s.sent;
         out.summary = format!("no limit: all {} requests admitted", n + 1);
-        return Ok(out);
+        return Ok((out, None));
     }
     let b1_end = b1_at + b1.duration.as_secs_f64();
     let queued = Queueing::of(&[&b1]);
@@ -269,7 +289,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
                          that, or a refill slower than one per {}; raise max_wait to see which",
                         spec.max_wait, spec.max_wait
                     ));
-                    return Ok(out);
+                    return Ok((out, None));
                 }
                 Some(at) => {
                     // The window ran from the first request; the trickle's step blurs it.
@@ -291,13 +311,13 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
                             back.sent,
                             1.0 / measured
                         );
-                        return Ok(out);
+                        return Ok((out, None));
                     }
                     let found =
                         classify_window(spec, ctx, capacity, w, &mut s.sent, &mut out).await?;
                     if found.is_none() {
                         out.sent = s.sent;
-                        return Ok(out);
+                        return Ok((out, None));
                     }
                     found
                 }
@@ -305,7 +325,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         }
     };
     out.sent = s.sent;
-    if let Some(f) = found {
+    if let Some(f) = &found {
         out.summary = format!("behaves like {}: `{}`", f.describe(), f.policy());
         for n in &notes {
             out.summary.push_str("; ");
@@ -314,7 +334,7 @@ pub async fn run(spec: &Spec, ctx: &Ctx) -> Result<Outcome, CheckError> {
         out.evidence = serde_json::json!({"found": f, "policy": f.policy(),
             "advertised_limit": advertised, "advertised_window_s": advertised_window});
     }
-    Ok(out)
+    Ok((out, found))
 }
 
 /// Fixed or sliding: the window schedule from a fresh address, both models replayed.
