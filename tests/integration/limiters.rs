@@ -432,3 +432,73 @@ async fn auto_names_the_algorithm_and_parameters_of_each_limiter() {
     assert!((19..=22).contains(&cap), "{}", explain(o));
     assert!((8.5..=11.5).contains(&refill), "{}", explain(o));
 }
+
+/// A fixed window aligned to the clock, as a limiter keyed by `now / window` is (many Redis
+/// recipes): `limit` per client address per window of `window_s` since the Unix epoch, a bare
+/// 429 past it and no headers, so the alignment has to be found from what it admits.
+async fn clock_window_server(limit: u32, window_s: u64) -> String {
+    use axum::extract::{ConnectInfo, State};
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::sync::Mutex;
+    type Counts = Arc<Mutex<HashMap<(IpAddr, u64), u32>>>;
+    async fn handler(
+        State((counts, limit, window_s)): State<(Counts, u32, u64)>,
+        ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ) -> axum::http::StatusCode {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let key = (peer.ip(), (now / window_s as f64).floor() as u64);
+        let mut c = counts.lock().unwrap();
+        let n = c.entry(key).or_default();
+        *n += 1;
+        if *n <= limit {
+            axum::http::StatusCode::OK
+        } else {
+            axum::http::StatusCode::TOO_MANY_REQUESTS
+        }
+    }
+    let counts: Counts = Arc::default();
+    let app = axum::Router::new()
+        .route("/api", axum::routing::get(handler))
+        .with_state((counts, limit, window_s));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_window_aligned_to_the_clock_is_found_from_what_it_admits() {
+    let url = clock_window_server(20, 4).await;
+    // Start 3.0-3.3 s into a clock window, so the next one opens between bursts A and B:
+    // B finds a whole new limit, which a window started by the first request would not give.
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        if (3.0..3.3).contains(&(now % 4.0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (fixed, sliding) = tokio::join!(
+        run(window("fixed_window", 20, "4s"), ctx(&url, 47, 1)),
+        run(window("sliding_window", 20, "4s"), ctx(&url, 47, 3)),
+    );
+    let (st, o) = &fixed;
+    assert_eq!(*st, Status::Pass, "{}", explain(o));
+    assert!(o.summary.contains("aligned to the clock"), "{}", explain(o));
+    let (st, o) = &sliding;
+    assert_eq!(*st, Status::Fail, "{}", explain(o));
+}

@@ -359,8 +359,8 @@ async fn classify_window(
     let m = window::measure(&probe, &fresh).await?;
     sent.extend(m.sent.iter().cloned());
     let phases: &[Phase] = &m.phases;
-    let fixed = window::fits(Algorithm::FixedWindow, &probe, phases);
-    let sliding = window::fits(Algorithm::SlidingWindow, &probe, phases);
+    let fixed = window::fits(Algorithm::FixedWindow, &probe, &m);
+    let sliding = window::fits(Algorithm::SlidingWindow, &probe, &m);
     let lines: Vec<String> = phases
         .iter()
         .map(|p| format!("{} +{:.1} s: {} of {}", p.name, p.at_s, p.tally.accepted, p.tally.sent))

@@ -14,7 +14,8 @@
 //! The judge does not assume that table: it replays the algorithm over the admissions it saw
 //! ([`expected`]), so a late burst or a window aligned elsewhere still has the right
 //! expectation. A window starts at the client's first request after the previous one ended
-//! (express-rate-limit), unless the limiter announces its reset, which then places it. A
+//! (express-rate-limit), unless the limiter announces its reset, which then places it, or
+//! only windows aligned to the clock fit what was admitted ([`alignment`]). A
 //! FAIL says which algorithm the admissions fit instead. A wait longer than `max_wait` is not
 //! made: what it would prove is reported as not proven.
 
@@ -80,6 +81,8 @@ pub struct Measurements {
     /// whether C was sent then.
     pub announced_s: Option<f64>,
     pub neighbours: Option<Vec<Neighbour>>,
+    /// The Unix time of A's release, seconds: where a window aligned to the clock starts.
+    pub origin_unix_s: f64,
     /// A fresh window could not be had for A: the reason.
     pub not_fresh: Option<String>,
     /// What was not waited for (beyond `max_wait` or the check's time), and why.
@@ -113,6 +116,7 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
         phases: Vec::new(),
         announced_s: None,
         neighbours: None,
+        origin_unix_s: 0.0,
         not_fresh: None,
         not_proven: None,
     };
@@ -136,6 +140,12 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
             )));
         }
         if t.accepted >= a {
+            let ago = b.released.elapsed().as_secs_f64();
+            m.origin_unix_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+                - ago;
             break (b.released, t);
         }
         let wait = spec.window.map_or(Duration::ZERO, |w| w.0);
@@ -249,8 +259,14 @@ pub async fn measure(spec: &Spec, ctx: &Ctx) -> Result<Measurements, CheckError>
 
 /// Admissions a burst may show under `algorithm`, given the admissions before it: the
 /// bounds before the tolerance, and one line saying why.
+///
+/// A fixed window starts at the client's first request after the previous window ended (or
+/// where an announced reset places it); with `clock` (the Unix time of A's release, seconds)
+/// it starts instead at a multiple of `window` since the epoch, as a limiter keyed by
+/// `now / window` does.
 pub fn expected(
     algorithm: Algorithm,
+    clock: Option<f64>,
     spec: &Spec,
     phases: &[Phase],
     k: usize,
@@ -273,6 +289,18 @@ pub fn expected(
                     "{l} less the {used_lo}..={used_hi} admitted in the {} before",
                     Dur(Duration::from_secs_f64(w))
                 ),
+            )
+        }
+        _ if clock.is_some() => {
+            let origin = clock.unwrap_or_default();
+            let start = ((origin + t) / w).floor() * w - origin;
+            let used = count(start - SLACK_S, t);
+            let lo = l.saturating_sub(used);
+            let hi = if end >= start + w { lo + l } else { lo };
+            (
+                lo.min(sent),
+                hi.min(sent),
+                format!("{l} less the {used} admitted since the clock's window opened at +{start:.1} s"),
             )
         }
         _ => {
@@ -302,14 +330,30 @@ pub fn expected(
     }
 }
 
-/// Whether every burst of a run admitted what `algorithm` would have (± the tolerance).
-pub fn fits(algorithm: Algorithm, spec: &Spec, phases: &[Phase]) -> bool {
+/// Whether every burst of a run admitted what `algorithm` would have (± the tolerance), its
+/// windows aligned as [`expected`] says for `clock`.
+pub fn fits_aligned(algorithm: Algorithm, clock: Option<f64>, spec: &Spec, phases: &[Phase]) -> bool {
     let tol = spec.tol(limit(spec) as f64) as u64;
     (0..phases.len()).all(|k| {
-        let (lo, hi, _) = expected(algorithm, spec, phases, k);
+        let (lo, hi, _) = expected(algorithm, clock, spec, phases, k);
         let t = &phases[k].tally;
         t.accepted + tol >= lo && t.accepted <= hi + tol
     })
+}
+
+/// How a run's fixed windows are aligned: from the first request (`None`) unless only the
+/// clock's alignment fits it.
+pub fn alignment(spec: &Spec, m: &Measurements) -> Option<f64> {
+    let clock = Some(m.origin_unix_s);
+    (!fits_aligned(Algorithm::FixedWindow, None, spec, &m.phases)
+        && fits_aligned(Algorithm::FixedWindow, clock, spec, &m.phases))
+    .then_some(m.origin_unix_s)
+}
+
+/// Whether every burst fits `algorithm`, a fixed window under either alignment.
+pub fn fits(algorithm: Algorithm, spec: &Spec, m: &Measurements) -> bool {
+    let clock = (algorithm == Algorithm::FixedWindow).then(|| alignment(spec, m)).flatten();
+    fits_aligned(algorithm, clock, spec, &m.phases)
 }
 
 /// Judges a window run from its measurements alone: pure, no I/O, no clock.
@@ -330,11 +374,14 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
         return out;
     }
     let tol = spec.tol(l as f64) as u64;
-    let fits = |alg: Algorithm| fits(alg, spec, &m.phases);
+    let fits = |alg: Algorithm| fits(alg, spec, m);
+    let clock = (spec.algorithm == Algorithm::FixedWindow)
+        .then(|| alignment(spec, m))
+        .flatten();
     let mut lines = Vec::new();
     for k in 0..m.phases.len() {
         let p = &m.phases[k];
-        let (lo, hi, why) = expected(spec.algorithm, spec, &m.phases, k);
+        let (lo, hi, why) = expected(spec.algorithm, clock, spec, &m.phases, k);
         let (lo, hi) = (lo.saturating_sub(tol), (hi + tol).min(p.tally.sent));
         out.observe(Observation::new(
             format!("burst {} at +{:.1} s: admitted", p.name, p.at_s),
@@ -442,6 +489,10 @@ pub fn judge(spec: &Spec, m: &Measurements) -> Outcome {
             ));
         }
     }
+    if clock.is_some() {
+        out.summary
+            .push_str("; its windows are aligned to the clock (each starts at a multiple of the window since the Unix epoch)");
+    }
     if let Some(note) = queueing.note() {
         out.summary.push_str("; ");
         out.summary.push_str(&note);
@@ -491,6 +542,7 @@ mod tests {
             phases,
             announced_s: None,
             neighbours: None,
+            origin_unix_s: 1_000_000.0,
             not_fresh: None,
             not_proven: None,
         }
