@@ -114,7 +114,7 @@ const QUEUED_AFTER_MS: f64 = 250.0;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Queueing {
     pub admitted: usize,
-    /// Admitted answers more than [`QUEUED_AFTER_MS`] slower than the fastest.
+    /// Admitted answers more than 250 ms (`QUEUED_AFTER_MS`) slower than the fastest.
     pub delayed: usize,
     /// The most latency an admitted request gained over the fastest, ms.
     pub max_added_ms: f64,
