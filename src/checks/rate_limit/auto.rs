@@ -295,6 +295,10 @@ pub async fn find(spec: &Spec, ctx: &Ctx) -> Result<(Outcome, Option<Found>), Ch
                     // The window ran from the first request; the trickle's step blurs it.
                     let measured = at - TRICKLE.as_secs_f64() / 2.0;
                     let w = advertised_window.unwrap_or_else(|| round_window(measured));
+                    // The first request came back after `at`; the burst's admissions, spread
+                    // over its answers, come back as long after each: wait for the last.
+                    let last = b1.accepted_at_ms.iter().copied().fold(0.0, f64::max) / 1e3;
+                    tokio::time::sleep_until(since(b1_at + last + at + 0.1)).await;
                     let (_, back) = s.burst("a window later", capacity + extra).await?;
                     let whole = back.accepted + 1 + spec.tol(capacity as f64) as u64 >= capacity;
                     out.observe(Observation::new(

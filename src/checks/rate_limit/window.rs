@@ -57,6 +57,19 @@ impl Phase {
             .map(move |ms| self.at_s + ms / 1e3)
     }
 
+    /// For each admission, the span it happened in, seconds after A's release: from the
+    /// request's send to its answer's arrival (the limiter admitted it somewhere in between).
+    fn admission_spans(&self) -> impl Iterator<Item = (f64, f64)> + '_ {
+        self.tally
+            .accepted_at_ms
+            .iter()
+            .enumerate()
+            .map(move |(i, ms)| {
+                let latency = self.tally.accepted_latency_ms.get(i).copied().unwrap_or(0.0);
+                (self.at_s + (ms - latency) / 1e3, self.at_s + ms / 1e3)
+            })
+    }
+
     fn end_s(&self) -> f64 {
         self.at_s + self.tally.duration.as_secs_f64()
     }
@@ -280,8 +293,15 @@ pub fn expected(
     match algorithm {
         Algorithm::SlidingWindow => {
             // Requests count until they are a window old; some may age out during the burst.
-            let used_hi = count(t - w - SLACK_S, t);
-            let used_lo = count(end - w + SLACK_S, t);
+            // Each was admitted somewhere between its send and its answer: at most, those
+            // that may still count at the release; at least, those sure to count at the end.
+            let spans: Vec<(f64, f64)> =
+                phases[..k].iter().flat_map(Phase::admission_spans).collect();
+            let used_hi = spans.iter().filter(|(_, late)| *late > t - w - SLACK_S).count() as u64;
+            let used_lo = spans
+                .iter()
+                .filter(|(early, _)| *early > end - w + SLACK_S)
+                .count() as u64;
             (
                 l.saturating_sub(used_hi).min(sent),
                 l.saturating_sub(used_lo).min(sent),
