@@ -21,7 +21,8 @@
 //!    and its throughput, for the limiter off, on (accepting, as shipped) and on in a binary
 //!    without the counting allocator (`BENCH_BASELINE_BIN`: a `preflight` built with
 //!    `--no-default-features`; scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %,
-//!    the counting ≤ 1 point (issue 14). `BENCH_ONLY=cpu`; `BENCH_RUNS` as above.
+//!    the counting ≤ 1 point (issue 14) — and, with `BENCH_OTHER_BIN`, another build (the
+//!    script's: jemalloc) against the baseline. `BENCH_ONLY=cpu`; `BENCH_RUNS` as above.
 //!
 //! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
 //! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=http`
@@ -595,6 +596,12 @@ async fn cpu_bench() {
             "(BENCH_BASELINE_BIN unset: the counting allocator's cost is not measured; scripts/bench-heap-cost)"
         ),
     }
+    if let Some(bin) = std::env::var_os("BENCH_OTHER_BIN") {
+        servers.push((
+            "limiter on, BENCH_OTHER_BIN",
+            Server::start(bin.as_ref(), &on),
+        ));
+    }
     for (_, s) in &servers {
         let _ = load(&format!("{}/healthz", s.url)).await; // warm-up
     }
@@ -602,8 +609,8 @@ async fn cpu_bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(RUNS);
-    let mut cpu: [Vec<f64>; 3] = Default::default();
-    let mut rate: [Vec<f64>; 3] = Default::default();
+    let mut cpu: [Vec<f64>; 4] = Default::default();
+    let mut rate: [Vec<f64>; 4] = Default::default();
     for run in 0..runs {
         for k in 0..servers.len() {
             let i = (run + k) % servers.len();
@@ -626,12 +633,13 @@ async fn cpu_bench() {
             median(cpu[i].clone()) / 1000.0
         );
     }
-    let ratio = |v: &[Vec<f64>; 3], a: usize, b: usize| -> Vec<f64> {
+    let ratio = |v: &[Vec<f64>; 4], a: usize, b: usize| -> Vec<f64> {
         (0..runs).map(|r| v[a][r] / v[b][r]).collect()
     };
     let pairs = [
         ("limiter on / off", 1, 0),
         ("counting on / off (limiter on)", 1, 2),
+        ("other / no counting (limiter on)", 3, 2),
     ];
     for &(what, a, b) in pairs.iter().take(servers.len() - 1) {
         let (c25, c50, c75) = quartiles(ratio(&cpu, a, b));

@@ -13,9 +13,15 @@ mod cli;
 /// Two atomic adds per allocation and per free; docs/benchmarks.md has the measured cost.
 /// Built without the `heap-stats` feature (default on), the binary uses the plain system
 /// allocator and exports no heap series: the baseline that cost is measured against.
-#[cfg(feature = "heap-stats")]
+#[cfg(all(feature = "heap-stats", not(feature = "jemalloc")))]
 #[global_allocator]
 static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
+
+/// Experiment (issue 14): jemalloc, which keeps its own statistics, in place of the system
+/// allocator and its counters.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
