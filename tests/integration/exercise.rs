@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::explain;
+use crate::support::serve;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -90,20 +91,6 @@ async fn gcra_handler(
         };
         (StatusCode::TOO_MANY_REQUESTS, [header], "slow down")
     }
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    format!("http://{addr}")
 }
 
 async fn gcra_server(burst: f64, per_second: f64) -> String {

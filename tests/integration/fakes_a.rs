@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::support::explain;
+use crate::support::serve;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -60,19 +61,6 @@ fn assert_bounds_as_printed(o: &Outcome) {
         let n: u64 = ob.observed.split(' ').next().unwrap().parse().unwrap();
         assert_eq!(ob.ok, (lo..=hi).contains(&n), "{}", explain(o));
     }
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await;
-    });
-    format!("http://{addr}")
 }
 
 // ---------------------------------------------------------------------------------------

@@ -2,11 +2,12 @@
 //! from the core service), for the `metric` and `memory_growth` judges (issue 15): the
 //! wrong service must not PASS, the right one must.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::support::serve;
 use axum::extract::State;
 use axum::routing::{get, post};
 use preflight::checks::CheckSpec;
@@ -24,20 +25,6 @@ fn ctx(url: &str, b: u8) -> Ctx {
 async fn run(spec: serde_json::Value, url: &str, b: u8) -> (Status, Outcome) {
     let spec: CheckSpec = serde_json::from_value(spec).expect("valid spec");
     Outcome::settle(spec.run(&ctx(url, b)).await)
-}
-
-async fn serve(app: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    format!("http://{addr}")
 }
 
 /// A server answering `/metrics` with a fixed page.

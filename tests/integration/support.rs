@@ -252,6 +252,21 @@ pub fn first_line(stdout: std::process::ChildStdout, timeout: Duration) -> Strin
     rx.recv_timeout(timeout).unwrap_or_default()
 }
 
+/// Serves `app` on a free port of 127.0.0.1 with each request's peer address
+/// (`ConnectInfo`); returns its base URL. The server lives as long as the test's runtime.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await;
+    });
+    format!("http://{addr}")
+}
+
 /// Serializes the tests whose verdicts depend on timing or that load the machine (bursts,
 /// floods, latency budgets, kill -9 loops): on a 2-core box two of them at once would measure
 /// each other. Cheap tests still run in parallel. Poison-tolerant: one failed test must not
