@@ -181,6 +181,8 @@ registry! {
     StoreFull(store_full),
     /// Paced open-loop load meets latency, error and throughput thresholds.
     LoadSlo(load_slo),
+    /// A person looks and attests (y/n and a note); asked by `preflight audit`.
+    Confirm(confirm),
 }
 
 /// A problem found by pure validation of one check's fields.

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+mod audit;
 mod progress;
 
 /// The policy `check` runs when none is given.
@@ -110,6 +111,32 @@ pub enum Command {
     ///
     /// Exit codes: 0 GO, 1 NO-GO, 2 usage, 3 INCONCLUSIVE.
     Canary(CanaryArgs),
+    #[command(verbatim_doc_comment)]
+    /// Audit a runbook: run its steps section by section, ask the operator to attest its
+    /// `confirm` steps, and append every result to a hash-chained evidence trail.
+    ///
+    /// The runbook's ```preflight blocks run in document order against the target (the
+    /// bundled service spawned for the run when no --target is given, as `check` does).
+    /// Each section's heading is shown with its results as they come. A `confirm` step asks
+    /// y/n and a note on the terminal; --yes answers yes for CI (recorded as such),
+    /// --no-input leaves it unanswered (INCONCLUSIVE, never PASS).
+    ///
+    /// The trail (SQLite, append-only) gets one record per step, each carrying the SHA-256
+    /// of the one before; with --sign KEY the run's last record carries an Ed25519
+    /// signature of the chain head. `audit verify` proves the trail unaltered. See
+    /// docs/audit.md.
+    ///
+    /// Examples:
+    ///   preflight audit runbooks/operator-cheatsheet.md --yes
+    ///   preflight audit keygen --out ops.key
+    ///   preflight audit runbooks/operator-cheatsheet.md --target http://10.0.0.5:8080 \
+    ///       --operator alice --sign ops.key --format html --output audit.html
+    ///   preflight audit verify --key ops.key.pub
+    ///   preflight audit log
+    ///
+    /// Exit codes: 0 GO, 1 NO-GO, 2 usage (nothing ran, or the trail could not be
+    /// written), 3 INCONCLUSIVE; `audit verify`: 0 intact, 1 tampered, 2 unreadable.
+    Audit(audit::AuditArgs),
     /// Run the bundled core service (the reference target).
     ///
     /// With `--listen 127.0.0.1:0` it binds a free port; the first line on stdout is always
@@ -432,6 +459,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Check(args) => check(args),
         Command::Canary(args) => canary(args),
+        Command::Audit(args) => audit::run(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),
@@ -477,6 +505,8 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         today: chrono::Local::now().date_naive(),
         progress,
         secrets: loaded.secrets,
+        attestor: None,
+        identify: false,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let report = match runtime.block_on(preflight::engine::run::check(opts)) {
@@ -639,7 +669,7 @@ fn write_report(
     output: Option<&std::path::Path>,
     extra: &[ExtraReport],
 ) -> Result<u8, Error> {
-    use preflight::report::{Format, RenderOpts, Verdict};
+    use preflight::report::{Format, RenderOpts};
     let to_terminal = output.is_none() && std::io::stdout().is_terminal();
     let render = RenderOpts {
         color: to_terminal && format == Format::Human,
@@ -681,11 +711,17 @@ fn write_report(
     if format == Format::Github {
         job_summary(report)?;
     }
-    Ok(match report.verdict {
+    Ok(verdict_exit(report.verdict))
+}
+
+/// The exit code of a verdict.
+fn verdict_exit(v: preflight::report::Verdict) -> u8 {
+    use preflight::report::Verdict;
+    match v {
         Verdict::Go => exit::GO,
         Verdict::NoGo => exit::NO_GO,
         Verdict::Inconclusive => exit::INCONCLUSIVE,
-    })
+    }
 }
 
 /// Appends the Markdown report to the GitHub Actions job summary when the runner set

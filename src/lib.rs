@@ -14,6 +14,7 @@
 //! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
 //! files; it imports nothing above [`units`], [`yaml`] and [`builtin`].
 
+pub mod audit;
 pub mod builtin;
 pub mod canary;
 pub mod checks;

@@ -1,7 +1,7 @@
 //! The contract: what a check (and later a canary metric or an audit step) gives back.
 //!
-//! [`Status`], [`Observation`], [`Outcome`], [`CheckError`], [`Capability`] and [`Chart`] are
-//! plain data at the bottom of the import graph: engine, checks, report, canary, audit and
+//! [`Status`], [`Observation`], [`Outcome`], [`CheckError`], [`Capability`], [`Chart`] and an
+//! audit step's [`Attestation`] (asked through an [`Attestor`]) are plain data at the bottom of the import graph: engine, checks, report, canary, audit and
 //! watch depend on this module, and it depends on nothing else of the crate.
 //!
 //! A check never prints and never panics on what a target does: transport failures and
@@ -226,6 +226,45 @@ impl Outcome {
         self.observations.push(o);
         self
     }
+}
+
+/// An operator's answer to a `confirm` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// The operator looked and attests the statement holds.
+    Yes,
+    /// The operator looked and says it does not hold.
+    No,
+    /// Nobody answered (`--no-input`, or no terminal to ask on).
+    Unanswered,
+}
+
+/// What a `confirm` step records: who answered what, how, and their note.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Attestation {
+    pub answer: Answer,
+    /// Who answered (`--operator`, else the login name).
+    pub operator: String,
+    /// How: `terminal` (a person typed it), `--yes` (answered for CI: nobody looked),
+    /// `--no-input`.
+    pub via: String,
+    /// The operator's note (the evidence the step asked for), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When it was answered (RFC 3339, UTC).
+    pub at: String,
+}
+
+/// Asks the person running an audit to confirm what a check cannot see. `question` is the
+/// statement to attest; `evidence` what to attach as the note, if the step asks for any.
+/// The future resolves when they have answered (a check's deadline bounds the wait).
+pub trait Attestor: Send + Sync {
+    fn ask(
+        &self,
+        question: &str,
+        evidence: Option<&str>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Attestation> + Send + '_>>;
 }
 
 /// A chart for the HTML report: generic series of (x, y) points.

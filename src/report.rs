@@ -190,6 +190,9 @@ pub struct TargetInfo {
     /// renderer shows them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The version the target's `/status` reports (`preflight audit` asks for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, JsonSchema)]

@@ -297,6 +297,9 @@ pub struct Ctx {
     pub policy_dir: PathBuf,
     /// Progress reporting.
     pub progress: ProgressFn,
+    /// Who answers `confirm` steps: set by `preflight audit`; `None` in a plain `check`
+    /// (a confirm step is then SKIP: no one is there to look).
+    pub attestor: Option<Arc<dyn crate::outcome::Attestor>>,
 }
 
 impl Ctx {
@@ -319,6 +322,7 @@ impl Ctx {
             budget: Budget::new(requests),
             policy_dir: ".".into(),
             progress: Arc::new(|_| {}),
+            attestor: None,
         }
     }
 

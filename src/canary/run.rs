@@ -90,6 +90,7 @@ pub async fn run(opts: Options) -> Result<Report, CheckFailure> {
             address: None,
             sources: Some(compared.sources.clone()),
             warnings: vec![],
+            version: None,
         },
         started_at,
         duration_ms: begun.elapsed().as_millis() as u64,

@@ -106,6 +106,12 @@ pub struct CheckOptions {
     pub progress: Arc<dyn Progress>,
     /// Values no report may show (`Loaded::secrets`: every `${env:…}` value, the admin token).
     pub secrets: Vec<Secret>,
+    /// Who answers `confirm` steps (`preflight audit`); `None` makes them SKIP.
+    pub attestor: Option<Arc<dyn crate::outcome::Attestor>>,
+    /// Ask the target's `/status` for its version before the checks (`TargetInfo::version`):
+    /// one GET from the address the OS chooses, which an audit records as the target's
+    /// identity. Off for `check`, whose checks may count every request.
+    pub identify: bool,
 }
 
 /// Why nothing ran.
@@ -162,6 +168,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
                         address: None,
                         sources: None,
                         warnings: vec![],
+                        version: None,
                     };
                     (Err(e), info, SourcePlan::fresh_loopback())
                 }
@@ -173,6 +180,11 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
     // a check echoed (a request line, a header, an expected body).
     let cli_token = opts.admin_token.clone().map(Secret);
     let redactor = Arc::new(Redactor::new(opts.secrets.iter().chain(&cli_token)));
+    if opts.identify
+        && let Ok(t) = &target
+    {
+        target_info.version = target_version(t).await;
+    }
     let mut results = match &target {
         Ok(t) => {
             let isolated = sources.isolates(checks.len());
@@ -192,6 +204,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
                 block_on: policy.gate.block_on.clone(),
                 waivers: policy.waivers.clone(),
                 today: opts.today,
+                attestor: opts.attestor.clone(),
             }));
             let items: Vec<Item> = checks.iter().map(item_of).collect();
             let sched = Sched {
@@ -251,6 +264,25 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         results,
         canary: None,
     })
+}
+
+/// The `version` of the target's `/status` (the bundled service's, or any JSON object with
+/// a string `version`), within two seconds; `None` when it does not say.
+async fn target_version(t: &Target) -> Option<String> {
+    let unspecified = match t.reach.address {
+        Some(a) if a.is_ipv6() => std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        _ => std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let http =
+        crate::probe::http::Http::new(t, unspecified, crate::target::Budget::new(1), deadline)
+            .ok()?;
+    let r = tokio::time::timeout(Duration::from_secs(2), http.get("/status"))
+        .await
+        .ok()?
+        .ok()?;
+    let v = r.json().ok()?;
+    v.get("version")?.as_str().map(str::to_string)
 }
 
 /// Applies `--only` and `--skip`; an id that names no check is a usage error.
@@ -425,6 +457,7 @@ fn target_info(t: &Target, config: Option<&Path>, sources: &SourcePlan) -> Targe
         address: t.reach.address.map(|a| a.to_string()),
         sources: Some(sources.describe()),
         warnings,
+        version: None,
         url: t.url.clone(),
         spawned: t.is_spawned(),
         config: config.map(|c| c.display().to_string()),
@@ -472,6 +505,7 @@ struct Inner {
     block_on: Vec<Severity>,
     waivers: Vec<Waiver>,
     today: NaiveDate,
+    attestor: Option<Arc<dyn crate::outcome::Attestor>>,
 }
 
 #[derive(Clone)]
@@ -493,6 +527,7 @@ impl Executor for Engine {
                 shared_sources: !inner.sources.isolates(inner.checks.len()),
                 policy_dir: inner.policy_dir.clone(),
                 progress: sink,
+                attestor: inner.attestor.clone(),
             };
             let r = run_check(check, &base).await;
             inner.progress.finished(&check.id, r.status, &r.summary);
@@ -543,6 +578,7 @@ pub struct Base {
     pub shared_sources: bool,
     pub policy_dir: PathBuf,
     pub progress: ProgressFn,
+    pub attestor: Option<Arc<dyn crate::outcome::Attestor>>,
 }
 
 /// The deadline of a whole check, from its start: every attempt and every wait between
@@ -693,6 +729,7 @@ async fn attempt(
         budget: budget.clone(),
         policy_dir: base.policy_dir.clone(),
         progress: base.progress.clone(),
+        attestor: base.attestor.clone(),
     };
     match tokio::time::timeout(timeout, spec.run(&ctx)).await {
         Ok(r) => r,
@@ -717,6 +754,7 @@ mod tests {
             shared_sources: false,
             policy_dir: PathBuf::from("."),
             progress: Arc::new(|_| {}),
+            attestor: None,
         }
     }
 
@@ -848,6 +886,8 @@ mod tests {
             today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
             progress: Arc::new(NoProgress),
             secrets: vec![],
+            attestor: None,
+            identify: false,
         }
     }
 

@@ -6,7 +6,7 @@ use std::io;
 use crate::outcome::Status;
 use crate::report::{RenderOpts, Report, Verdict, fmt_ms};
 
-fn icon(s: Status) -> &'static str {
+pub fn icon(s: Status) -> &'static str {
     match s {
         Status::Pass => "✅",
         Status::Fail => "❌",
@@ -17,7 +17,7 @@ fn icon(s: Status) -> &'static str {
 }
 
 /// Escapes a table cell: pipes, newlines, and HTML-significant characters.
-fn cell(s: &str) -> String {
+pub fn cell(s: &str) -> String {
     html(s).replace('|', "\\|").replace(['\n', '\r'], " ")
 }
 

@@ -25,6 +25,7 @@ fn help_snapshots() {
         &["serve"][..],
         &["policies"][..],
         &["status"][..],
+        &["audit"][..],
     ] {
         let name = if cmd.is_empty() { "preflight" } else { cmd[0] };
         insta::assert_snapshot!(format!("help_{name}"), help(cmd));

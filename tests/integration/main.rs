@@ -8,6 +8,7 @@
 mod annotations;
 mod app;
 mod architecture;
+mod audit;
 mod canary;
 mod check;
 mod cli;

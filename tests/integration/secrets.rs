@@ -74,6 +74,8 @@ async fn run(url: &str, redact: bool) -> Vec<(Format, String)> {
         today: chrono::NaiveDate::from_ymd_opt(2026, 6, 1).expect("a date"),
         progress: Arc::new(NoProgress),
         secrets: if redact { loaded.secrets } else { vec![] },
+        attestor: None,
+        identify: false,
         source_addresses: vec![],
     })
     .await
