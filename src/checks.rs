@@ -344,6 +344,6 @@ mod tests {
             .filter(|k| k.exclusivity == Exclusivity::Shared)
             .map(|k| k.name)
             .collect();
-        assert_eq!(shared, ["http", "metric", "file", "command", "sqlite"]);
+        assert_eq!(shared, ["http", "metric", "file", "command", "sqlite", "confirm"]);
     }
 }
