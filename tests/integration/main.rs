@@ -11,6 +11,7 @@ mod architecture;
 mod canary;
 mod check;
 mod cli;
+mod dashboard;
 mod docs;
 mod exercise;
 mod fakes_a;
