@@ -161,6 +161,8 @@ registry! {
     Command(command),
     /// A read-only SQLite query returns the expected value.
     Sqlite(sqlite),
+    /// Every Grafana panel's query is valid PromQL and, through Prometheus, returns series.
+    Dashboard(dashboard),
     /// Bursts from one address trip the per-IP limiter; refill and isolation hold.
     RateLimit(rate_limit),
     /// A query beyond its budget is cut off in time with the timeout status.
@@ -261,6 +263,15 @@ impl Problems {
     }
 }
 
+/// The SKIP of a check of a repository file (`shown`) that is not there when a built-in
+/// policy runs outside the checkout it describes: out of scope, never blocking.
+pub fn not_in_checkout(shown: &str) -> CheckError {
+    CheckError::OutOfScope(format!(
+        "{shown} is not here: the built-in policy runs outside the checkout it describes \
+         (not blocking; run from the checkout to check it)"
+    ))
+}
+
 /// How a kind is scheduled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exclusivity {
@@ -271,6 +282,18 @@ pub enum Exclusivity {
 }
 
 impl CheckSpec {
+    /// The local file a check reads, whose relative path the loader resolves against the
+    /// policy file that declares it: the field's name, the path, and the flag saying a
+    /// built-in policy declared it (a missing file is then SKIP, not FAIL).
+    pub fn local_file_mut(&mut self) -> Option<(&'static str, &mut std::path::PathBuf, &mut bool)> {
+        match self {
+            CheckSpec::File(s) => Some(("path", &mut s.path, &mut s.from_builtin)),
+            CheckSpec::Dashboard(s) => Some(("file", &mut s.file, &mut s.from_builtin)),
+            // The other kinds read no file named in the policy.
+            _ => None,
+        }
+    }
+
     /// The kind's name as written in policies.
     pub fn kind(&self) -> &'static str {
         self.info().name
@@ -344,6 +367,9 @@ mod tests {
             .filter(|k| k.exclusivity == Exclusivity::Shared)
             .map(|k| k.name)
             .collect();
-        assert_eq!(shared, ["http", "metric", "file", "command", "sqlite", "confirm"]);
+        assert_eq!(
+            shared,
+            ["http", "metric", "file", "command", "sqlite", "dashboard", "confirm"]
+        );
     }
 }

@@ -106,10 +106,7 @@ pub fn evaluate(spec: &Spec) -> Result<Outcome, CheckError> {
     ));
     let Some(meta) = meta else {
         if spec.from_builtin && spec.exists {
-            return Err(CheckError::OutOfScope(format!(
-                "{shown} is not here: the built-in policy runs outside the checkout it describes \
-                 (not blocking; run from the checkout to check it)"
-            )));
+            return Err(crate::checks::not_in_checkout(&shown));
         }
         out.summary = format!("{shown} does not exist");
         return Ok(out);

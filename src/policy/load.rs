@@ -287,9 +287,9 @@ impl Loader<'_> {
                 col: pos.col,
             });
         }
-        if let crate::checks::CheckSpec::File(spec) = &mut check.spec
-            && spec.path.is_relative()
-            && let Some((file, _)) = file_of(&format!("/checks/{i}/path"), false)
+        if let Some((field, path, builtin_flag)) = check.spec.local_file_mut()
+            && path.is_relative()
+            && let Some((file, _)) = file_of(&format!("/checks/{i}/{field}"), false)
         {
             let (declaring, from_builtin) = match file
                 .to_str()
@@ -299,8 +299,8 @@ impl Loader<'_> {
                 None => (file.as_path(), false),
             };
             let dir = declaring.parent().unwrap_or(Path::new(""));
-            spec.path = crate::builtin::normalize(&dir.join(&spec.path));
-            spec.from_builtin = from_builtin;
+            *path = crate::builtin::normalize(&dir.join(&*path));
+            *builtin_flag = from_builtin;
         }
     }
 }

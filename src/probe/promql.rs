@@ -669,26 +669,7 @@ impl PromClientBuilder {
     }
 
     pub fn build(self) -> Result<PromClient, PromError> {
-        let bad = |reason: &str| PromError::BadUrl {
-            url: self.base.clone(),
-            reason: reason.to_string(),
-        };
-        let base = reqwest::Url::parse(self.base.trim()).map_err(|e| bad(&e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(bad("the scheme must be http or https"));
-        }
-        if base.host_str().is_none_or(str::is_empty) {
-            return Err(bad("it has no host"));
-        }
-        if base.query().is_some() || base.fragment().is_some() {
-            return Err(bad("give the server's base URL, without `?…` or `#…`"));
-        }
-        let path = base.path().trim_end_matches('/');
-        if path.ends_with("/api/v1") || path.contains("/api/v1/") {
-            return Err(bad(
-                "give the server's base URL without /api/v1 (e.g. http://prometheus:9090)",
-            ));
-        }
+        let base = base_url(&self.base)?;
         let mut shown = base.clone();
         if shown.password().is_some() {
             let _ = shown.set_password(Some("***"));
@@ -732,6 +713,33 @@ impl PromClientBuilder {
             post: self.post,
         })
     }
+}
+
+/// Reads a Prometheus server's base URL (`http://prometheus:9090`, or with a path prefix):
+/// http or https, a host, no query or fragment, not the `/api/v1` endpoint itself. Pure: a
+/// policy's validation uses it to say at lint time what a client would refuse at run time.
+pub fn base_url(base: &str) -> Result<reqwest::Url, PromError> {
+    let bad = |reason: &str| PromError::BadUrl {
+        url: base.to_string(),
+        reason: reason.to_string(),
+    };
+    let url = reqwest::Url::parse(base.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("give the server's base URL, without `?…` or `#…`"));
+    }
+    let path = url.path().trim_end_matches('/');
+    if path.ends_with("/api/v1") || path.contains("/api/v1/") {
+        return Err(bad(
+            "give the server's base URL without /api/v1 (e.g. http://prometheus:9090)",
+        ));
+    }
+    Ok(url)
 }
 
 /// Seconds since the epoch with millisecond precision, as the API takes times.

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::support::by_id;
+
 /// `ROOT/bin/preflight`, a copy of the test build's binary, and nothing else.
 fn install(root: &Path) -> PathBuf {
     let bin = root.join("bin");
@@ -26,15 +28,6 @@ fn run(exe: &Path, cwd: &Path, args: &[&str]) -> (i32, serde_json::Value, String
     let json = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not a JSON report ({e}); stderr: {stderr}"));
     (out.status.code().unwrap_or(-1), json, stderr)
-}
-
-fn by_id<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["id"] == id)
-        .unwrap_or_else(|| panic!("no result {id}"))
 }
 
 /// Only what `dir` holds, so a test can show a run wrote nothing where it ran.

@@ -12,6 +12,7 @@ mod audit;
 mod canary;
 mod check;
 mod cli;
+mod dashboard;
 mod docs;
 mod exercise;
 mod fakes_a;
