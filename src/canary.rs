@@ -7,6 +7,8 @@
 //! PromQL at each interval boundary, judges each interval as it ends and builds the report.
 
 pub mod judge;
+pub mod live;
+pub mod proxy;
 pub mod run;
 pub mod score;
 pub mod traffic;

@@ -369,7 +369,15 @@ mod tests {
             .collect();
         assert_eq!(
             shared,
-            ["http", "metric", "file", "command", "sqlite", "dashboard", "confirm"]
+            [
+                "http",
+                "metric",
+                "file",
+                "command",
+                "sqlite",
+                "dashboard",
+                "confirm"
+            ]
         );
     }
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod audit;
+mod live;
 mod progress;
 
 /// The policy `check` runs when none is given.
@@ -326,6 +327,8 @@ pub struct CanaryArgs {
     /// No progress lines on stderr.
     #[arg(long)]
     pub no_progress: bool,
+    #[command(flatten)]
+    pub live: live::LiveArgs,
 }
 
 /// A `--report FORMAT:FILE` argument.
@@ -586,6 +589,20 @@ fn canary(args: CanaryArgs) -> Result<u8, Error> {
     }
     if let Some(d) = args.warmup {
         spec.traffic.warmup = d;
+    }
+    if args.live.listen.is_some() {
+        return live::run(live::Run {
+            args: args.live,
+            spec,
+            policy,
+            baseline: args.baseline.expect("--listen requires --baseline"),
+            canary: args.canary.expect("--listen requires --canary"),
+            duration: args.duration,
+            format: args.format,
+            output: args.output,
+            reports: args.reports,
+            quiet: args.no_progress,
+        });
     }
     let problems = preflight::policy::canary::problems(&spec);
     if !problems.is_empty() {

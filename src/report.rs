@@ -162,6 +162,11 @@ pub struct IntervalScore {
     /// Metrics that regressed in it.
     pub regressed: Vec<String>,
     pub reason: String,
+    /// The live canary's step (1-based) and the canary's share in percent then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]

@@ -174,7 +174,7 @@ struct Compared {
 }
 
 /// Readings of one `/metrics`-or-PromQL metric at each boundary, per side.
-type Readings = BTreeMap<String, Vec<[Result<f64, String>; 2]>>;
+pub(super) type Readings = BTreeMap<String, Vec<[Result<f64, String>; 2]>>;
 
 async fn compare(opts: &Options, targets: &[Target]) -> Result<Compared, CheckFailure> {
     let spec = &opts.spec;
@@ -318,7 +318,10 @@ async fn compare(opts: &Options, targets: &[Target]) -> Result<Compared, CheckFa
     })
 }
 
-fn drain(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>, records: &mut [Vec<Record>; 2]) {
+pub(super) fn drain(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Record>,
+    records: &mut [Vec<Record>; 2],
+) {
     while let Ok(r) = rx.try_recv() {
         records[(r.role == Role::Canary) as usize].push(r);
     }
@@ -345,7 +348,7 @@ fn sides(spec: &CanarySpec, records: &[Vec<Record>; 2], (from, to): (f64, f64)) 
 
 /// Every metric judged over `[from, to)`: the traffic's, and the readings between boundary
 /// `b_from` and `b_to`.
-fn judge_window(
+pub(super) fn judge_window(
     spec: &CanarySpec,
     records: &[Vec<Record>; 2],
     readings: &Readings,
@@ -410,7 +413,7 @@ fn value_input<'a>(r: Option<&Vec<[Result<f64, String>; 2]>>, at: usize) -> Inpu
     }
 }
 
-fn interval_score(
+pub(super) fn interval_score(
     index: usize,
     (from, to): (f64, f64),
     s: &Score,
@@ -431,11 +434,13 @@ fn interval_score(
             .map(|r| r.name.clone())
             .collect(),
         reason: s.reason.clone(),
+        step: None,
+        weight: None,
     }
 }
 
 /// Reads `/metrics` of both versions (counters, gauges) and PromQL, once per boundary.
-struct MetricReader {
+pub(super) struct MetricReader {
     scraped: Vec<MetricSpec>,
     promql: Vec<MetricSpec>,
     urls: [String; 2],
@@ -445,7 +450,7 @@ struct MetricReader {
 }
 
 impl MetricReader {
-    fn new(spec: &CanarySpec, targets: &[Target]) -> Result<Self, CheckFailure> {
+    pub(super) fn new(spec: &CanarySpec, targets: &[Target]) -> Result<Self, CheckFailure> {
         let of = |s: Source| -> Vec<MetricSpec> {
             spec.metrics
                 .iter()
@@ -494,7 +499,7 @@ impl MetricReader {
         })
     }
 
-    async fn read(&self, out: &mut Readings) {
+    pub(super) async fn read(&self, out: &mut Readings) {
         if !self.scraped.is_empty() {
             let (b, c) = tokio::join!(self.scrape(0), self.scrape(1));
             for m in &self.scraped {
@@ -640,6 +645,15 @@ fn score_result(spec: &CanarySpec, s: &Score, c: &Compared) -> CheckResult {
 
 /// One metric's final judgement as a report result.
 fn metric_result(m: &MetricResult, c: &Compared) -> CheckResult {
+    let mut r = metric_check(m);
+    if matches!(m.source, Source::Latency | Source::Tail) {
+        r.charts = vec![ecdf_chart(c)];
+    }
+    r
+}
+
+/// One judged metric as a report row (no chart).
+pub(super) fn metric_check(m: &MetricResult) -> CheckResult {
     let status = match m.class {
         Class::Pass => Status::Pass,
         Class::High | Class::Low => Status::Fail,
@@ -672,9 +686,6 @@ fn metric_result(m: &MetricResult, c: &Compared) -> CheckResult {
         !m.failed(),
     )];
     r.evidence = m.evidence.clone();
-    if matches!(m.source, Source::Latency | Source::Tail) {
-        r.charts = vec![ecdf_chart(c)];
-    }
     r
 }
 

@@ -21,6 +21,7 @@ mod faults;
 mod init;
 mod install;
 mod limiters;
+mod live;
 mod matrix;
 mod policy;
 mod prom_server;

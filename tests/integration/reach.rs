@@ -778,6 +778,11 @@ fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run)
     );
 
     // The default policy with URL and admin token: the loopback remote target's verdicts.
+    // The rate-limit runs above ended with both addresses' buckets drained; the loopback
+    // run starts every check on a fresh address. Let them refill first: core.yaml's bucket
+    // holds 100 and refills 10 a second, so 10 s fills it whatever state it was left in (CI
+    // saw `status-fields` answered 429 when the run started right after the last burst).
+    std::thread::sleep(CORE_BUCKET_REFILL);
     let mut args = vec![
         "policies/production-hardening.yaml",
         "--target",
@@ -811,6 +816,10 @@ fn prove_rig(listen: &str, url_host: &str, one: &str, two: &str, baseline: &Run)
     assert_eq!(got, want, "{url} vs loopback:\n{:#}", run.json["results"]);
     drop(svc);
 }
+
+/// How long core.yaml's per-client bucket takes to fill from empty (`burst: 100` at
+/// `per_second: 10`), with a margin for a loaded machine's timers.
+const CORE_BUCKET_REFILL: std::time::Duration = std::time::Duration::from_millis(10_500);
 
 /// Checks of the default policy whose verdict depends on fresh per-client rate-limit buckets
 /// (held to "never a false FAIL" here) — and the two memory checks, whose 1 000 builds from
