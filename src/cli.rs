@@ -111,7 +111,7 @@ pub enum Command {
     ///       --request 'GET /api/items' --duration 2m
     ///
     /// Exit codes: 0 GO, 1 NO-GO, 2 usage, 3 INCONCLUSIVE.
-    Canary(CanaryArgs),
+    Canary(Box<CanaryArgs>),
     #[command(verbatim_doc_comment)]
     /// Audit a runbook: run its steps section by section, ask the operator to attest its
     /// `confirm` steps, and append every result to a hash-chained evidence trail.
@@ -461,7 +461,7 @@ pub struct StatusArgs {
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Check(args) => check(args),
-        Command::Canary(args) => canary(args),
+        Command::Canary(args) => canary(*args),
         Command::Audit(args) => audit::run(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),

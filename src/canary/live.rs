@@ -43,6 +43,8 @@ pub struct Options {
     pub policy: PolicyInfo,
     /// Where the proxy listens (`127.0.0.1:0`: a free port, reported to `on_listening`).
     pub listen: SocketAddr,
+    /// Where the proxy's own `/metrics` is served, if anywhere (reported to `progress`).
+    pub metrics_listen: Option<SocketAddr>,
     pub baseline: String,
     pub canary: String,
     /// The canary's share at each step, in percent, increasing.
@@ -105,6 +107,16 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
         .await
         .map_err(|e| usage(format!("listening on {}: {e}", opts.listen)))?;
     (std::mem::replace(&mut opts.on_listening, Box::new(|_| {})))(proxy.addr);
+    let metrics = match opts.metrics_listen {
+        Some(at) => {
+            let (addr, stop) = proxy::serve_metrics(at, routing.clone())
+                .await
+                .map_err(|e| usage(format!("--metrics-listen {at}: {e}")))?;
+            (opts.progress)(&format!("proxy metrics on http://{addr}/metrics"));
+            Some(stop)
+        }
+        None => None,
+    };
 
     let progress = opts.progress.clone();
     let mut decisions: Vec<Decision> = Vec::new();
@@ -134,6 +146,7 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
             break End::Promoted;
         };
         routing.set_weight(weight);
+        routing.set_step(step + 1);
         decide(step, weight, format!("canary weight set to {weight}%"));
         let (mut good, mut undecided) = (0u32, 0u32);
         while good < opts.step_intervals {
@@ -182,6 +195,7 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
                 confidence,
             );
             let s = score::score(&spec, &results);
+            routing.set_score(s.value);
             let mut i = interval_score(intervals.len(), (from, to), &s, &results, &sides);
             i.step = Some(step + 1);
             i.weight = Some(weight);
@@ -270,6 +284,9 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
         }
     }
     proxy.stop(Duration::from_secs(10)).await;
+    if let Some(stop) = metrics {
+        let _ = stop.send(());
+    }
     drain(&mut rx, &mut records);
 
     let requests = [

@@ -86,6 +86,10 @@ pub struct Routing {
     pub failures: [AtomicU64; 2],
     /// Requests sent to the baseline because the canary was down.
     pub failed_over: AtomicU64,
+    /// The current step (1-based; 0 before the first) and the last interval's score
+    /// (`f64` bits; NaN until one is scored), for the proxy's own `/metrics`.
+    step: AtomicU32,
+    last_score: AtomicU64,
     sticky: Sticky,
     /// Add `Preflight-Canary-Side: baseline|canary` to every answer (off by default).
     tag: bool,
@@ -99,6 +103,8 @@ impl Routing {
             requests: Default::default(),
             failures: Default::default(),
             failed_over: AtomicU64::new(0),
+            step: AtomicU32::new(0),
+            last_score: AtomicU64::new(f64::NAN.to_bits()),
             sticky,
             tag,
         }
@@ -113,6 +119,58 @@ impl Routing {
     /// The canary's share in percent.
     pub fn weight(&self) -> f64 {
         self.weight.load(Ordering::SeqCst) as f64 / 100.0
+    }
+
+    /// Records the step (1-based) for `/metrics`.
+    pub fn set_step(&self, step: usize) {
+        self.step.store(step as u32, Ordering::SeqCst);
+    }
+
+    /// Records the last interval's score for `/metrics` (`None`: not scored).
+    pub fn set_score(&self, score: Option<f64>) {
+        self.last_score
+            .store(score.unwrap_or(f64::NAN).to_bits(), Ordering::SeqCst);
+    }
+
+    /// The proxy's own metrics in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let score = f64::from_bits(self.last_score.load(Ordering::SeqCst));
+        let mut s = String::new();
+        s.push_str("# HELP preflight_canary_requests_total Requests proxied, by side.\n");
+        s.push_str("# TYPE preflight_canary_requests_total counter\n");
+        for (i, side) in ["baseline", "canary"].iter().enumerate() {
+            s.push_str(&format!(
+                "preflight_canary_requests_total{{side=\"{side}\"}} {}\n",
+                load(&self.requests[i])
+            ));
+        }
+        s.push_str("# HELP preflight_canary_upstream_failures_total Requests an upstream did not answer, by side.\n");
+        s.push_str("# TYPE preflight_canary_upstream_failures_total counter\n");
+        for (i, side) in ["baseline", "canary"].iter().enumerate() {
+            s.push_str(&format!(
+                "preflight_canary_upstream_failures_total{{side=\"{side}\"}} {}\n",
+                load(&self.failures[i])
+            ));
+        }
+        s.push_str(&format!(
+            "# HELP preflight_canary_failed_over_total Requests retried on the baseline after the canary failed them.\n\
+             # TYPE preflight_canary_failed_over_total counter\npreflight_canary_failed_over_total {}\n\
+             # HELP preflight_canary_weight_percent The canary's share of clients.\n\
+             # TYPE preflight_canary_weight_percent gauge\npreflight_canary_weight_percent {}\n\
+             # HELP preflight_canary_step The current step (1-based; 0 before the first).\n\
+             # TYPE preflight_canary_step gauge\npreflight_canary_step {}\n\
+             # HELP preflight_canary_last_score The last interval's score, 0-100 (NaN: not scored).\n\
+             # TYPE preflight_canary_last_score gauge\npreflight_canary_last_score {}\n\
+             # HELP preflight_canary_down Whether the canary stopped answering.\n\
+             # TYPE preflight_canary_down gauge\npreflight_canary_down {}\n",
+            load(&self.failed_over),
+            self.weight(),
+            self.step.load(Ordering::SeqCst),
+            if score.is_nan() { "NaN".to_string() } else { score.to_string() },
+            u8::from(self.canary_down()),
+        ));
+        s
     }
 
     /// Names the side in an answer, when asked to (`Preflight-Canary-Side`).
@@ -273,6 +331,36 @@ pub async fn start(
         stop: Some(stop),
         task,
     })
+}
+
+/// Serves the proxy's own `/metrics` ([`Routing::metrics_text`]) on `listen`, until `stop`.
+pub async fn serve_metrics(
+    listen: SocketAddr,
+    routing: Arc<Routing>,
+) -> std::io::Result<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let routing = routing.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    routing.metrics_text(),
+                )
+            }
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((addr, stop))
 }
 
 /// Headers that belong to one connection, not to the request (RFC 9110 §7.6.1).

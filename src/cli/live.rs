@@ -19,6 +19,15 @@ pub struct LiveArgs {
     /// growing by --steps, each interval judged as it flows; promote or roll back.
     #[arg(long, value_name = "ADDR", requires_all = ["baseline", "canary"], help_heading = "Live canary")]
     pub listen: Option<SocketAddr>,
+    /// Serve the proxy's own `/metrics` on ADDR (requests and upstream failures per side,
+    /// weight, step, last score, canary down).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        requires = "listen",
+        help_heading = "Live canary"
+    )]
+    pub metrics_listen: Option<SocketAddr>,
     /// The canary's first share of clients, e.g. `5%` (default: the first of --steps, or 5%).
     #[arg(
         long,
@@ -168,6 +177,7 @@ pub fn run(r: Run) -> Result<u8, Error> {
             spec: r.spec,
             policy: r.policy,
             listen: r.args.listen.expect("--listen"),
+            metrics_listen: r.args.metrics_listen,
             baseline: r.baseline,
             canary: r.canary,
             steps,

@@ -231,7 +231,14 @@ async fn five_percent_of_clients_stick_to_the_canary_and_sigterm_ends_with_a_rep
         &policy(dir.path()),
         &b,
         &c,
-        &["--weight", "5%", "--step-intervals", "1000"],
+        &[
+            "--weight",
+            "5%",
+            "--step-intervals",
+            "1000",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
     );
     let clients = clients(2000);
     let seen = drive(
@@ -273,6 +280,44 @@ async fn five_percent_of_clients_stick_to_the_canary_and_sigterm_ends_with_a_rep
         tracked >= 1900.0,
         "the limiters tracked {tracked} clients, not the 2000 behind the proxy"
     );
+
+    // The proxy's own /metrics counts what the client saw.
+    let metrics_url = live
+        .log()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("canary: proxy metrics on ")
+                .map(str::to_string)
+        })
+        .expect("the metrics address is announced");
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let canary_seen = seen
+        .iter()
+        .filter(|s| s.side.as_deref() == Some("canary"))
+        .count() as f64;
+    let value = |series: &str| crate::support::metric_value(&text, series);
+    assert_eq!(
+        value(r#"preflight_canary_requests_total{side="canary"}"#),
+        Some(canary_seen),
+        "{text}"
+    );
+    assert_eq!(
+        value(r#"preflight_canary_requests_total{side="baseline"}"#),
+        Some(4000.0 - canary_seen),
+        "{text}"
+    );
+    assert_eq!(
+        value("preflight_canary_weight_percent"),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(value("preflight_canary_step"), Some(1.0), "{text}");
+    assert_eq!(value("preflight_canary_down"), Some(0.0), "{text}");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(live.child.id() as i32),
