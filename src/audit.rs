@@ -282,6 +282,46 @@ fn entries(
             ..base.clone()
         });
     }
+    if let Some(c) = &report.canary {
+        let at = |step: Option<usize>, weight: Option<f64>| match (step, weight) {
+            (Some(s), Some(w)) => format!("step {s} at {w}%"),
+            _ => String::new(),
+        };
+        for i in &c.intervals {
+            out.push(Entry {
+                kind: Kind::Step.as_str().into(),
+                time: now(),
+                section: at(i.step, i.weight),
+                check_id: format!("interval-{}", i.index + 1),
+                status: match i.verdict {
+                    crate::report::Verdict::Go => "PASS",
+                    crate::report::Verdict::NoGo => "FAIL",
+                    crate::report::Verdict::Inconclusive => "INCONCLUSIVE",
+                }
+                .into(),
+                evidence: serde_json::to_string(i).expect("plain data"),
+                ..base.clone()
+            });
+        }
+        // The live canary's decisions (step, weight, what), in order.
+        let decisions = report
+            .results
+            .first()
+            .and_then(|r| r.evidence.get("decisions"))
+            .and_then(|d| d.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for (n, d) in decisions.iter().enumerate() {
+            out.push(Entry {
+                kind: Kind::Step.as_str().into(),
+                time: now(),
+                section: at(d["step"].as_u64().map(|s| s as usize), d["weight"].as_f64()),
+                check_id: format!("decision-{}", n + 1),
+                evidence: d.to_string(),
+                ..base.clone()
+            });
+        }
+    }
     out.push(Entry {
         kind: Kind::End.as_str().into(),
         time: now(),
@@ -296,6 +336,46 @@ fn entries(
         ..base
     });
     out
+}
+
+/// Appends any finished run's report (a live canary's, say) to the trail at `trail`, as one
+/// run: start (the policy file's path and SHA-256 in place of a runbook), one step per
+/// result, per judged interval and per decision, end (the verdict).
+pub fn record(
+    trail: &Path,
+    report: &Report,
+    policy_file: &Path,
+    operator: &str,
+    signer: Option<&Signer>,
+) -> Result<TrailInfo, AuditError> {
+    let text = std::fs::read(policy_file).map_err(|source| AuditError::Runbook {
+        path: policy_file.to_path_buf(),
+        source,
+    })?;
+    let runbook = RunbookInfo {
+        path: policy_file.display().to_string(),
+        sha256: sign::sha256_hex(&text),
+    };
+    let target = Identity {
+        url: report.target.url.clone(),
+        version: report.target.version.clone(),
+        host: crate::target::host_port(&report.target.url)
+            .map(|(h, _)| h)
+            .unwrap_or_default(),
+        address: report.target.address.clone(),
+        auditor_host: hostname(),
+    };
+    let mut t = Trail::open(trail)?;
+    let run_id = run_id();
+    let entries = entries(&run_id, &runbook, operator, &target, report, &[], signer);
+    let a = t.append_run(&entries, signer)?;
+    Ok(TrailInfo {
+        file: trail.display().to_string(),
+        first_seq: a.first,
+        last_seq: a.last,
+        head: a.head,
+        signed_by: signer.map(|s| s.public().fingerprint()),
+    })
 }
 
 /// One run as `preflight audit log` lists it.

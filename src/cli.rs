@@ -595,6 +595,7 @@ fn canary(args: CanaryArgs) -> Result<u8, Error> {
             args: args.live,
             spec,
             policy,
+            policy_file: files[0].clone(),
             baseline: args.baseline.expect("--listen requires --baseline"),
             canary: args.canary.expect("--listen requires --canary"),
             duration: args.duration,

@@ -98,6 +98,31 @@ pub struct LiveArgs {
         help_heading = "Live canary"
     )]
     pub sticky: Sticky,
+    /// Append the run (every interval and decision, the verdict) to this evidence trail
+    /// (`preflight audit verify` proves it; docs/audit.md).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "listen",
+        help_heading = "Live canary"
+    )]
+    pub trail: Option<PathBuf>,
+    /// Sign the run's record in the trail with this private key (`audit keygen`).
+    #[arg(
+        long,
+        value_name = "KEY",
+        requires = "trail",
+        help_heading = "Live canary"
+    )]
+    pub sign: Option<PathBuf>,
+    /// Who ran it, in the trail (default: $USER).
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "trail",
+        help_heading = "Live canary"
+    )]
+    pub operator: Option<String>,
     /// Add `Preflight-Canary-Side: baseline|canary` to every answer (for tests and debugging).
     #[arg(long, requires = "listen", help_heading = "Live canary")]
     pub tag_responses: bool,
@@ -128,6 +153,8 @@ pub struct Run {
     pub args: LiveArgs,
     pub spec: CanarySpec,
     pub policy: PolicyInfo,
+    /// The policy file the spec came from (its SHA-256 goes into the trail).
+    pub policy_file: PathBuf,
     pub baseline: String,
     pub canary: String,
     pub duration: Option<preflight::units::Dur>,
@@ -157,6 +184,27 @@ pub fn run(r: Run) -> Result<u8, Error> {
                 .max(1.0) as u32
         })
     });
+    let signer = match r
+        .args
+        .sign
+        .as_deref()
+        .map(preflight::audit::sign::Signer::read)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    let trail = r.args.trail.clone();
+    let operator = r
+        .args
+        .operator
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "unknown".into());
+    let policy_file = r.policy_file.clone();
     let quiet = r.quiet;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
@@ -202,6 +250,22 @@ pub fn run(r: Run) -> Result<u8, Error> {
     drop(runtime);
     match report {
         Ok(report) => {
+            if let Some(path) = &trail {
+                match preflight::audit::record(
+                    path,
+                    &report,
+                    &policy_file,
+                    &operator,
+                    signer.as_ref(),
+                ) {
+                    Ok(t) => eprintln!(
+                        "canary: decisions in the trail {} (records {}–{}, head {})",
+                        t.file, t.first_seq, t.last_seq, t.head
+                    ),
+                    // The decision is made and acted on: the report still goes out.
+                    Err(e) => eprintln!("error: the run could not be written to the trail: {e}"),
+                }
+            }
             super::write_report(r.format.into(), &report, r.output.as_deref(), &r.reports)
         }
         Err(preflight::engine::run::CheckFailure::Usage(msg)) => {

@@ -353,6 +353,7 @@ async fn a_canary_serving_errors_is_rolled_back_within_two_intervals_and_then_ge
     let _t = crate::support::timing();
     let dir = tempfile::tempdir().unwrap();
     let (b, c) = pair(dir.path(), "candidate-errors.yaml");
+    let trail = dir.path().join("trail.db");
     let hooks = dir.path().join("hooks.txt");
     let hook = |what: &str| format!("echo {what} $PREFLIGHT_VERDICT >> {}", hooks.display());
     let live = Live::start(
@@ -368,6 +369,8 @@ async fn a_canary_serving_errors_is_rolled_back_within_two_intervals_and_then_ge
             "5s",
             "--linger",
             "3s",
+            "--trail",
+            trail.to_str().unwrap(),
             "--on-rollback",
             &hook("rollback"),
             "--on-promote",
@@ -391,6 +394,40 @@ async fn a_canary_serving_errors_is_rolled_back_within_two_intervals_and_then_ge
             .contains("rolled back"),
         "{report:#}"
     );
+    // Every interval and decision is in the evidence trail, which verifies.
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(["audit", "verify", "--trail", trail.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let conn = rusqlite::Connection::open(&trail).unwrap();
+    let rows: Vec<(String, String, String)> = conn
+        .prepare("SELECT check_id, status, evidence FROM records WHERE kind = 'step' ORDER BY seq")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let intervals = rows.iter().filter(|r| r.0.starts_with("interval-")).count();
+    assert_eq!(
+        intervals,
+        report["canary"]["intervals"].as_array().unwrap().len()
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.0.starts_with("decision-") && r.2.contains("NO-GO: rolled back")),
+        "{rows:#?}"
+    );
+    let verdict: String = conn
+        .query_row("SELECT status FROM records WHERE kind = 'end'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(verdict, "NO-GO");
     assert_eq!(
         std::fs::read_to_string(&hooks).unwrap(),
         "rollback NO-GO\n",
