@@ -195,3 +195,166 @@ fn policies_lists_and_shows_the_builtins() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`preflight policies` lists them"));
 }
+
+/// The inputs and `env` of the action's `check` step, as the runner substitutes them.
+struct ActionStep {
+    run: String,
+    env: Vec<(String, String)>,
+}
+
+/// Reads `action.yml`: the `check` step's script and environment with `${{ inputs.NAME }}`
+/// replaced by `inputs` (or the input's default), and the install step's script.
+fn action_steps(inputs: &[(&str, &str)]) -> (String, ActionStep) {
+    use yaml_rust2::{Yaml, YamlLoader};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("action.yml")).unwrap();
+    let doc = &YamlLoader::load_from_str(&text).unwrap()[0];
+    let input = |name: &str| -> String {
+        inputs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| {
+                doc["inputs"][name]["default"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("action.yml has no input `{name}`"))
+                    .to_string()
+            })
+    };
+    let substitute = |v: &str| -> String {
+        let re = regex::Regex::new(r"\$\{\{\s*inputs\.([a-z-]+)\s*\}\}").unwrap();
+        re.replace_all(v, |c: &regex::Captures| input(&c[1]))
+            .into_owned()
+    };
+    let steps = doc["runs"]["steps"].as_vec().unwrap();
+    assert_eq!(doc["runs"]["using"].as_str(), Some("composite"));
+    let install = steps[0]["run"].as_str().unwrap().to_string();
+    let check = steps
+        .iter()
+        .find(|s| s["id"].as_str() == Some("check"))
+        .expect("a step with id `check`");
+    let env = match &check["env"] {
+        Yaml::Hash(h) => h
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().unwrap().to_string(),
+                    substitute(v.as_str().unwrap_or("")),
+                )
+            })
+            .collect(),
+        _ => vec![],
+    };
+    (
+        install,
+        ActionStep {
+            run: check["run"].as_str().unwrap().to_string(),
+            env,
+        },
+    )
+}
+
+/// Runs the `check` step in bash as a runner would: `RUNNER_TEMP` holding the installed
+/// binary, `GITHUB_OUTPUT` and `GITHUB_STEP_SUMMARY` files, the workspace as working
+/// directory. Returns (exit code, stdout, the step's outputs, the job summary).
+fn run_check_step(
+    step: &ActionStep,
+    runner_temp: &Path,
+    workspace: &Path,
+) -> (i32, String, String, String) {
+    let output = runner_temp.join("github_output");
+    let summary = runner_temp.join("step_summary");
+    let out = Command::new("bash")
+        .args(["-e", "-c", &step.run])
+        .current_dir(workspace)
+        .envs(step.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("RUNNER_TEMP", runner_temp)
+        .env("GITHUB_OUTPUT", &output)
+        .env("GITHUB_STEP_SUMMARY", &summary)
+        .env("GITHUB_ACTION_PATH", env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        std::fs::read_to_string(&output).unwrap_or_default(),
+        std::fs::read_to_string(&summary).unwrap_or_default(),
+    )
+}
+
+/// The GitHub Action as far as this machine can run it: `action.yml`'s `check` step, in bash,
+/// with the runner's environment and its inputs substituted, against the binary where its
+/// install step puts it (`cargo install --root "$RUNNER_TEMP/preflight"`; the install itself
+/// is the same binary copied, as in the tests above). GO against a target given as input;
+/// NO-GO with annotations, the job summary and the uploaded report when a profile carries
+/// defects.
+#[test]
+fn the_github_action_check_step_runs_as_a_runner_would() {
+    let _timing = crate::support::timing();
+    let runner_temp = tempfile::tempdir().unwrap();
+    install(&runner_temp.path().join("preflight"));
+    let workspace = tempfile::tempdir().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let svc = crate::support::Service::start(&crate::support::config("core.yaml"), dir.path());
+    let (install_script, step) = action_steps(&[
+        ("policy", "smoke"),
+        ("target", &svc.url),
+        ("report-format", "junit"),
+    ]);
+    assert!(
+        install_script.contains("cargo install --locked --path \"$GITHUB_ACTION_PATH\" --root \"$RUNNER_TEMP/preflight\""),
+        "the install step installs where the check step looks: {install_script}"
+    );
+    let (code, stdout, outputs, summary) =
+        run_check_step(&step, runner_temp.path(), workspace.path());
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(outputs.trim(), "exit-code=0");
+    assert!(summary.contains("**GO**"), "{summary}");
+    let junit = std::fs::read_to_string(workspace.path().join("preflight-report.junit")).unwrap();
+    assert!(
+        junit.starts_with("<?xml") && junit.contains("<testsuite"),
+        "{junit}"
+    );
+
+    // No target: the bundled service with a built-in profile carrying defects. NO-GO, each
+    // failing check an `::error` workflow command at its line in the built-in policy.
+    let (_, step) = action_steps(&[
+        (
+            "args",
+            "--config before-hardening --only ready,per-ip-rate-limit,query-timeout",
+        ),
+        ("report-format", "json"),
+    ]);
+    let (code, stdout, outputs, summary) =
+        run_check_step(&step, runner_temp.path(), workspace.path());
+    assert_eq!(code, 1, "{stdout}");
+    assert_eq!(outputs.trim().lines().last(), Some("exit-code=1"));
+    assert!(summary.contains("NO-GO"), "{summary}");
+    // One `::error` per failing check and one for the verdict. A built-in policy has no
+    // file in the workspace to point at, so the commands carry a title and no `file=`.
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("::error "))
+        .collect();
+    assert_eq!(errors.len(), 3, "{stdout}");
+    let command =
+        regex::Regex::new(r"^::error (file=[^,:]+,line=\d+(,col=\d+)?,)?title=[^,:]+::.+$")
+            .unwrap();
+    for e in &errors {
+        assert!(command.is_match(e), "not a workflow command: {e}");
+    }
+    for id in ["per-ip-rate-limit", "query-timeout", "NO-GO"] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("title=preflight {id} "))),
+            "{id}: {stdout}"
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace.path().join("preflight-report.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["verdict"], "NO-GO");
+}
