@@ -147,6 +147,19 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// What a report says of its target, and this machine's name.
+fn identity(report: &Report) -> Identity {
+    Identity {
+        url: report.target.url.clone(),
+        version: report.target.version.clone(),
+        host: crate::target::host_port(&report.target.url)
+            .map(|(h, _)| h)
+            .unwrap_or_default(),
+        address: report.target.address.clone(),
+        auditor_host: hostname(),
+    }
+}
+
 /// Runs the audit and appends it to the trail (whole, in one transaction).
 pub async fn run(opts: Options) -> Result<Audit, AuditError> {
     let text = std::fs::read(&opts.runbook).map_err(|source| AuditError::Runbook {
@@ -167,16 +180,7 @@ pub async fn run(opts: Options) -> Result<Audit, AuditError> {
         Ok(r) => r,
         Err(CheckFailure::Usage(m)) => return Err(AuditError::Usage(m)),
     };
-    let host = crate::target::host_port(&report.target.url)
-        .map(|(h, _)| h)
-        .unwrap_or_default();
-    let target = Identity {
-        url: report.target.url.clone(),
-        version: report.target.version.clone(),
-        host,
-        address: report.target.address.clone(),
-        auditor_host: hostname(),
-    };
+    let target = identity(&report);
     let mut sections: Vec<Section> = Vec::new();
     for r in &report.results {
         let title = by_check
@@ -356,15 +360,7 @@ pub fn record(
         path: policy_file.display().to_string(),
         sha256: sign::sha256_hex(&text),
     };
-    let target = Identity {
-        url: report.target.url.clone(),
-        version: report.target.version.clone(),
-        host: crate::target::host_port(&report.target.url)
-            .map(|(h, _)| h)
-            .unwrap_or_default(),
-        address: report.target.address.clone(),
-        auditor_host: hostname(),
-    };
+    let target = identity(report);
     let mut t = Trail::open(trail)?;
     let run_id = run_id();
     let entries = entries(&run_id, &runbook, operator, &target, report, &[], signer);

@@ -21,11 +21,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::proxy::{self, Routing, Sticky, Upstream};
-use super::run::{MetricReader, Readings, drain, interval_score, judge_window, metric_check};
+use super::run::{
+    MetricReader, Readings, drain, interval_observation, interval_score, judge_window, metric_check,
+};
 use super::score;
 use super::traffic::Record;
 use crate::engine::run::CheckFailure;
-use crate::outcome::{Observation, Status};
+use crate::outcome::Status;
 use crate::policy::canary::CanarySpec;
 use crate::policy::model::Severity;
 use crate::report::{
@@ -307,27 +309,7 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
     decision.summary = reason.clone();
     decision.observations = intervals
         .iter()
-        .map(|i| {
-            Observation::new(
-                format!(
-                    "interval {} (step {} at {}%, {:.0}–{:.0} s)",
-                    i.index + 1,
-                    i.step.unwrap_or(0),
-                    i.weight.unwrap_or(0.0),
-                    i.start_s,
-                    i.end_s
-                ),
-                format!("score > {}", spec.score.marginal),
-                format!(
-                    "{} (n = {} / {}): {}",
-                    i.score.map_or("not scored".into(), |v| format!("{v:.0}")),
-                    i.n_baseline,
-                    i.n_canary,
-                    i.verdict.as_str()
-                ),
-                i.verdict != Verdict::NoGo,
-            )
-        })
+        .map(|i| interval_observation(i, spec.score.marginal))
         .collect();
     decision.evidence = serde_json::json!({
         "decisions": decisions,

@@ -429,14 +429,20 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    // Only a canary request without a body may be sent again (to the baseline): only then
+    // is a copy of its head kept.
     let bodiless = axum::body::HttpBody::size_hint(&body).exact() == Some(0);
-    let mut body = Some(body);
+    let safe = parts.method.is_safe();
+    let mut spare = (role == Role::Canary && bodiless).then(|| parts.clone());
+    let mut next = Some((parts, body));
     let result = loop {
+        let Some((parts, body)) = next.take() else {
+            break Err((StatusCode::BAD_GATEWAY, "no request to send".to_string()));
+        };
         let Ok(uri) = s.upstreams[role as usize].uri(&path) else {
             break Err((StatusCode::BAD_REQUEST, "bad request target".to_string()));
         };
-        let mut out =
-            axum::http::Request::from_parts(parts.clone(), body.take().unwrap_or_default());
+        let mut out = axum::http::Request::from_parts(parts, body);
         *out.uri_mut() = uri;
         s.routing.requests[role as usize].fetch_add(1, Ordering::Relaxed);
         match s.client.request(out).await {
@@ -460,9 +466,10 @@ async fn forward(
                     // Safe to send again: nothing reached the canary (refused), or the
                     // request has no body and a method that changes nothing (a kept-alive
                     // connection the dead canary left behind fails this way).
-                    if bodiless && (refused || parts.method.is_safe()) {
+                    if let Some(head) = spare.take().filter(|_| refused || safe) {
                         s.routing.failed_over.fetch_add(1, Ordering::Relaxed);
                         role = Role::Baseline;
+                        next = Some((head, Body::empty()));
                         continue;
                     }
                 }

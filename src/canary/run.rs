@@ -439,6 +439,36 @@ pub(super) fn interval_score(
     }
 }
 
+/// One judged interval as an observation: its score against `marginal`, n per side, what
+/// regressed; a live canary's step and weight when it has them.
+pub(super) fn interval_observation(i: &IntervalScore, marginal: f64) -> Observation {
+    let at = match (i.step, i.weight) {
+        (Some(s), Some(w)) => format!("step {s} at {w}%, "),
+        _ => String::new(),
+    };
+    Observation::new(
+        format!(
+            "interval {} ({at}{:.0}–{:.0} s)",
+            i.index + 1,
+            i.start_s,
+            i.end_s
+        ),
+        format!("score > {marginal}"),
+        format!(
+            "{} (n = {} / {}){}",
+            i.score.map_or("not scored".into(), |v| format!("{v:.0}")),
+            i.n_baseline,
+            i.n_canary,
+            if i.regressed.is_empty() {
+                String::new()
+            } else {
+                format!(", regressed: {}", i.regressed.join(", "))
+            }
+        ),
+        i.verdict != Verdict::NoGo,
+    )
+}
+
 /// Reads `/metrics` of both versions (counters, gauges) and PromQL, once per boundary.
 pub(super) struct MetricReader {
     scraped: Vec<MetricSpec>,
@@ -593,29 +623,7 @@ fn score_result(spec: &CanarySpec, s: &Score, c: &Compared) -> CheckResult {
     r.observations = c
         .intervals
         .iter()
-        .map(|i| {
-            Observation::new(
-                format!(
-                    "interval {} ({:.0}–{:.0} s)",
-                    i.index + 1,
-                    i.start_s,
-                    i.end_s
-                ),
-                format!("score > {}", spec.score.marginal),
-                format!(
-                    "{} (n = {} / {}){}",
-                    i.score.map_or("not scored".into(), |v| format!("{v:.0}")),
-                    i.n_baseline,
-                    i.n_canary,
-                    if i.regressed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", regressed: {}", i.regressed.join(", "))
-                    }
-                ),
-                i.verdict != Verdict::NoGo,
-            )
-        })
+        .map(|i| interval_observation(i, spec.score.marginal))
         .collect();
     r.sent = vec![format!(
         "{} requests to the baseline, {} to the canary ({} per version, {} each way)",
