@@ -18,11 +18,13 @@
 //! 7. the shipped server as a process (`preflight serve` of this build, `config/core.yaml`
 //!    with shedding and snapshots off): the server's CPU time per request (every thread's,
 //!    from `/proc/PID/task/*/schedstat`, so the load generator's CPU is not in the figure)
-//!    and its throughput, for the limiter off, on (accepting, as shipped) and on in a binary
-//!    without the counting allocator (`BENCH_BASELINE_BIN`: a `preflight` built with
-//!    `--no-default-features`; scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %,
-//!    the counting ≤ 1 point (issue 14) — and, with `BENCH_OTHER_BIN`, another build (the
-//!    script's: jemalloc) against the baseline. `BENCH_ONLY=cpu`; `BENCH_RUNS` as above.
+//!    and its throughput, for the limiter off, on (accepting, as shipped: jemalloc with its
+//!    statistics) and on in a binary with the system allocator and no heap statistics
+//!    (`BENCH_BASELINE_BIN`: a `preflight` built with `--no-default-features`;
+//!    scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %, the heap statistics
+//!    ≤ 1 point (issue 14) — and, with `BENCH_OTHER_BIN`, another build (the script's: the
+//!    system allocator wrapped in counters) against the baseline. `BENCH_ONLY=cpu`;
+//!    `BENCH_RUNS` as above.
 //!
 //! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
 //! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=http`
@@ -589,11 +591,11 @@ async fn cpu_bench() {
     ];
     match std::env::var_os("BENCH_BASELINE_BIN") {
         Some(bin) => servers.push((
-            "limiter on, no heap counting",
+            "limiter on, system, no heap stats",
             Server::start(bin.as_ref(), &on),
         )),
         None => println!(
-            "(BENCH_BASELINE_BIN unset: the counting allocator's cost is not measured; scripts/bench-heap-cost)"
+            "(BENCH_BASELINE_BIN unset: the heap statistics' cost is not measured; scripts/bench-heap-cost)"
         ),
     }
     if let Some(bin) = std::env::var_os("BENCH_OTHER_BIN") {
@@ -638,8 +640,8 @@ async fn cpu_bench() {
     };
     let pairs = [
         ("limiter on / off", 1, 0),
-        ("counting on / off (limiter on)", 1, 2),
-        ("other / no counting (limiter on)", 3, 2),
+        ("shipped / system, no heap stats", 1, 2),
+        ("other / system, no heap stats", 3, 2),
     ];
     for &(what, a, b) in pairs.iter().take(servers.len() - 1) {
         let (c25, c50, c75) = quartiles(ratio(&cpu, a, b));

@@ -8,23 +8,25 @@ use clap::Parser as _;
 
 mod cli;
 
-/// The system allocator with counters, so the service can export its exact live heap
-/// (`heap_live_bytes` on `/metrics`, read by `memory_growth` with `source: {metric: …}`).
-/// Two atomic adds per allocation and per free; docs/benchmarks.md has the measured cost.
-/// Built without the `heap-stats` feature (default on), the binary uses the plain system
-/// allocator and exports no heap series: the baseline that cost is measured against.
-#[cfg(all(feature = "heap-stats", not(feature = "jemalloc")))]
+/// jemalloc, whose statistics give the service its exact live heap (`heap_live_bytes` on
+/// `/metrics`, read by `memory_growth` with `source: {metric: …}`); cheaper than the system
+/// allocator it replaces (docs/benchmarks.md). Built without the `heap-stats` feature (default
+/// on), the binary uses the system allocator and exports no heap series: the baseline its cost
+/// is measured against.
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static HEAP: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// The candidate measured against jemalloc (`--features counting-alloc`, issue 14): the system
+/// allocator with two atomic adds per allocation and per free.
+#[cfg(all(feature = "counting-alloc", not(feature = "heap-stats")))]
 #[global_allocator]
 static HEAP: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
 
-/// Experiment (issue 14): jemalloc, which keeps its own statistics, in place of the system
-/// allocator and its counters.
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
 #[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
+    #[cfg(feature = "heap-stats")]
+    preflight::service::metrics::jemalloc_is_global();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),

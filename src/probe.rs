@@ -2,6 +2,7 @@
 //! process sampling, Prometheus text, PromQL through a Prometheus server, files). Probes
 //! measure; they never decide pass/fail.
 
+pub mod discovery;
 pub mod http;
 pub mod load;
 pub mod process;

@@ -66,12 +66,7 @@ impl std::str::FromStr for Sticky {
 /// A key's bucket: FNV-1a (64 bits) of its bytes, modulo [`BUCKETS`]. Stable across runs,
 /// processes and versions, so a client keeps its side through a restart of the proxy.
 pub fn bucket(key: &[u8]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % BUCKETS as u64) as u32
+    (crate::units::fnv1a(key) % BUCKETS as u64) as u32
 }
 
 /// The routing state the controller turns and the proxy reads.
