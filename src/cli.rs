@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 mod audit;
 mod live;
 mod progress;
+mod watch;
 
 /// The policy `check` runs when none is given.
 pub const DEFAULT_POLICY: &str = "policies/production-hardening.yaml";
@@ -61,9 +62,11 @@ Examples:
   preflight lint policies/ runbooks/
   # judge a canary against its baseline (here: 20 ms slower, NO-GO)
   preflight canary --canary-config config/candidate-slow.yaml
+  # keep proving the read-only checks every minute, results on :9464/metrics
+  preflight watch policies/smoke.yaml --target http://127.0.0.1:8080 --every 1m
 
 Exit codes: 0 GO, 1 NO-GO, 2 invalid policy or usage (nothing ran), 3 INCONCLUSIVE.
-Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/canary.md, docs/api.md";
+Docs: README.md, docs/policy-reference.md, docs/report-format.md, docs/canary.md, docs/watch.md, docs/api.md";
 
 /// preflight decides whether a service is fit to deploy by proving its hardening
 /// requirements against a running instance.
@@ -138,6 +141,30 @@ pub enum Command {
     /// Exit codes: 0 GO, 1 NO-GO, 2 usage (nothing ran, or the trail could not be
     /// written), 3 INCONCLUSIVE; `audit verify`: 0 intact, 1 tampered, 2 unreadable.
     Audit(audit::AuditArgs),
+    #[command(verbatim_doc_comment)]
+    /// Keep proving a policy against running services; results as Prometheus metrics.
+    ///
+    /// Re-runs the policy's read-only checks every --every against each instance (--target
+    /// URL, or --targets with a file_sd file or a Prometheus server's active targets). A
+    /// check with a `schedule:` (`every 30s`, `hourly`, `daily at 03:00`, `weekly on sun at
+    /// 03:00`, with `jitter` and a UTC `window`) runs on it instead. A check that disturbs
+    /// the target (faults, floods, kills) runs only on a schedule of its own, alone on its
+    /// instance: it never overlaps another check there. Without one it is listed as not run.
+    /// watch never spawns the bundled service: with no target it is a usage error.
+    ///
+    /// Served on --listen: /metrics (preflight_check_status, preflight_verdict, …; see
+    /// docs/watch.md), / (the last report per instance, HTML) and /report.json. Alerting
+    /// rules: docs/alerts.yaml. An instance that goes away gives ERROR rows, not an exit.
+    /// SIGTERM (or Ctrl-C) lets the runs under way finish, then exits 0.
+    ///
+    /// Examples:
+    ///   preflight watch policies/smoke.yaml --target http://10.0.0.5:8080 --every 1m
+    ///   preflight watch --targets prometheus:http://prometheus:9090?match={job="core"} \
+    ///       --listen 0.0.0.0:9464 --admin-token "$TOKEN"
+    ///   preflight watch staging.yaml --targets fleet.json --every 5m --quiet
+    ///
+    /// Exit codes: 0 stopped by SIGTERM or Ctrl-C, 2 invalid policy or usage (nothing ran).
+    Watch(watch::WatchArgs),
     /// Run the bundled core service (the reference target).
     ///
     /// With `--listen 127.0.0.1:0` it binds a free port; the first line on stdout is always
@@ -463,6 +490,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Check(args) => check(args),
         Command::Canary(args) => canary(*args),
         Command::Audit(args) => audit::run(args),
+        Command::Watch(args) => watch::run(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
         Command::Lint(args) => lint(args),

@@ -31,4 +31,5 @@ pub mod stats;
 pub mod style;
 pub mod target;
 pub mod units;
+pub mod watch;
 pub mod yaml;

@@ -9,6 +9,7 @@ pub mod diag;
 pub mod load;
 pub mod model;
 pub mod render;
+pub mod schedule;
 pub mod schema;
 
 pub use diag::Diagnostic;

@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy"],
     &["report"],
     &["engine"],
-    &["canary", "init", "audit"],
+    &["canary", "init", "audit", "watch"],
     &["cli"],
 ];
 /// The bundled service sees the rest only over HTTP, signals and files (it shares the leaf

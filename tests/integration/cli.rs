@@ -26,6 +26,7 @@ fn help_snapshots() {
         &["policies"][..],
         &["status"][..],
         &["audit"][..],
+        &["watch"][..],
     ] {
         let name = if cmd.is_empty() { "preflight" } else { cmd[0] };
         insta::assert_snapshot!(format!("help_{name}"), help(cmd));

@@ -34,3 +34,4 @@ mod shedding;
 mod store;
 mod support;
 mod tls;
+mod watch;

@@ -125,10 +125,20 @@ fn log_path(dir: &Path) -> PathBuf {
     dir.join("prometheus.log")
 }
 
+/// What a test's Prometheus has beyond its scrape targets.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// Alerting and recording rule files, evaluated every second.
+    pub rule_files: Vec<PathBuf>,
+    /// Labels of the scraped series win over the target's (`honor_labels`), as for an
+    /// exporter such as `preflight watch` whose `instance` names the instance it checked.
+    pub honor_labels: bool,
+}
+
 /// The configuration (JSON is YAML): one scrape job per distinct job name, every second,
 /// each `(job, instance URL)` a static target (`http://127.0.0.1:PORT`, the metrics path
 /// `/metrics` unless the URL has another).
-fn config(scrape_targets: &[(&str, &str)]) -> Value {
+fn config(scrape_targets: &[(&str, &str)], extra: &Extra) -> Value {
     let mut jobs: Vec<(String, String, String, Vec<String>)> = Vec::new();
     for (job, url) in scrape_targets {
         let u = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("scrape target {url}: {e}"));
@@ -159,10 +169,12 @@ fn config(scrape_targets: &[(&str, &str)]) -> Value {
     }
     json!({
         "global": { "scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s" },
+        "rule_files": extra.rule_files,
         "scrape_configs": jobs.iter().map(|(job, scheme, path, targets)| json!({
             "job_name": job,
             "scheme": scheme,
             "metrics_path": path,
+            "honor_labels": extra.honor_labels,
             "static_configs": [{ "targets": targets }],
         })).collect::<Vec<_>>(),
     })
@@ -181,19 +193,25 @@ fn free_port() -> u16 {
 /// after saying why the test does not run here (no `prometheus` binary and
 /// `PREFLIGHT_REQUIRE_PROMETHEUS` is not `1`).
 pub async fn start(scrape_targets: &[(&str, &str)]) -> Option<PromServer> {
-    start_on(scrape_targets, free_port).await
+    start_on(scrape_targets, &Extra::default(), free_port).await
+}
+
+/// [`start`] with rule files or `honor_labels`.
+pub async fn start_with(scrape_targets: &[(&str, &str)], extra: &Extra) -> Option<PromServer> {
+    start_on(scrape_targets, extra, free_port).await
 }
 
 /// [`start`] on the ports `next_port` gives, one per attempt.
 async fn start_on(
     scrape_targets: &[(&str, &str)],
+    extra: &Extra,
     mut next_port: impl FnMut() -> u16,
 ) -> Option<PromServer> {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("prometheus.yml");
     std::fs::write(
         &config_path,
-        serde_json::to_string_pretty(&config(scrape_targets)).unwrap(),
+        serde_json::to_string_pretty(&config(scrape_targets, extra)).unwrap(),
     )
     .unwrap();
     let tsdb = dir.path().join("data");
@@ -314,7 +332,7 @@ async fn a_taken_port_is_retried() {
     let taken_port = taken.local_addr().unwrap().port();
     let mut ports = vec![taken_port];
     let next = move || ports.pop().unwrap_or_else(free_port);
-    let Some(prom) = start_on(&[], next).await else {
+    let Some(prom) = start_on(&[], &Extra::default(), next).await else {
         return;
     };
     assert_ne!(prom.url, format!("http://127.0.0.1:{taken_port}"));

@@ -1,0 +1,521 @@
+//! `preflight watch` (issue 12), the real binary against real services: a real Prometheus
+//! scraping it sees a blocking check flip to FAIL and the alert rule of docs/alerts.yaml
+//! turn pending; a scheduled disturbing check runs on its schedule and never beside another
+//! check of its instance; SIGTERM ends watch with 0, and a killed instance turns to ERROR
+//! rows while watch keeps serving. Every wait polls against a deadline.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use preflight::probe::promql::QueryResult;
+use serde_json::{Value, json};
+
+use crate::prom_server::{self, Extra};
+use crate::reach::not_run_here;
+use crate::support::*;
+
+/// How long a state may take to show on a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A running `preflight watch`; killed on drop.
+struct Watch {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    url: String,
+    stderr: PathBuf,
+}
+
+impl Watch {
+    /// Starts `preflight watch ARGS --listen 127.0.0.1:0` and waits for its listening line.
+    fn start(dir: &Path, args: &[&str]) -> Watch {
+        let stderr = dir.join("watch.stderr");
+        let err = std::fs::File::create(&stderr).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_preflight"))
+            .arg("watch")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("PREFLIGHT_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("spawn preflight watch");
+        let mut w = Watch {
+            child,
+            url: String::new(),
+            stderr,
+        };
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = w.log();
+            if let Some(url) = log.lines().find_map(|l| {
+                l.strip_prefix("watch: listening on ")
+                    .and_then(|r| r.split_whitespace().next())
+            }) {
+                w.url = url.to_string();
+                return w;
+            }
+            assert!(
+                w.child.try_wait().unwrap().is_none(),
+                "watch exited before listening:\n{log}"
+            );
+            assert!(Instant::now() < end, "watch did not listen:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    async fn get(&self, path: &str) -> String {
+        preflight::http_client::client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn document(&self) -> Value {
+        serde_json::from_str(&self.get("/report.json").await).unwrap()
+    }
+
+    /// Polls `/report.json` until `ok` holds, or panics at the deadline with the last one.
+    async fn wait_for(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let doc = self.document().await;
+            if ok(&doc) {
+                return doc;
+            }
+            assert!(
+                Instant::now() < end,
+                "{what}: not within {DEADLINE:?}\n/report.json: {doc:#}\nstderr:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM, then the exit status within `within`.
+    fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let end = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < end,
+                "watch did not exit within {within:?} of SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status of check `id` in instance `i`'s last report.
+fn status_of(doc: &Value, i: usize, id: &str) -> Option<String> {
+    doc["instances"][i]["report"]["results"]
+        .as_array()?
+        .iter()
+        .find(|r| r["id"] == id)
+        .and_then(|r| r["status"].as_str())
+        .map(str::to_string)
+}
+
+fn write_policy(dir: &Path, text: &str) -> String {
+    let p = dir.join("watch.yaml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+/// `/readyz` must answer 200: the store takes writes. A full store (the admin fault
+/// `store_full`) makes it 503, so this read-only check flips to FAIL.
+const READY_POLICY: &str = "\
+version: 1
+name: watched
+checks:
+  - id: ready
+    kind: http
+    severity: critical
+    request: GET /readyz
+    expect:
+      status: 200
+";
+
+/// The rules in docs/alerts.yaml are valid and pass their unit tests (the same commands as
+/// .ci/run), so `cargo test` fails when a rule breaks.
+#[test]
+fn promtool_checks_and_tests_the_alert_rules() {
+    let docs = root().join("docs");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = match Command::new("promtool")
+            .args(args)
+            .current_dir(&docs)
+            .output()
+        {
+            Ok(o) => o,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                assert!(
+                    std::env::var(prom_server::REQUIRE_ENV).as_deref() != Ok("1"),
+                    "promtool is not on PATH, and {}=1 requires it",
+                    prom_server::REQUIRE_ENV
+                );
+                not_run_here(
+                    "the `promtool` binary is not on PATH (Debian: apt-get install prometheus)",
+                );
+                return;
+            }
+            Err(e) => panic!("promtool: {e}"),
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "promtool {}: {text}", args.join(" "));
+        assert!(
+            text.contains("SUCCESS"),
+            "promtool {}: {text}",
+            args.join(" ")
+        );
+    }
+}
+
+/// The Must-show of issue 12: Prometheus scrapes watch, sees the check PASS, then, after
+/// the fault, the blocking-check rule's expression holds (its alert pending or firing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_alerts_when_a_watched_check_fails() {
+    let _t = timing();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(&config("core.yaml"), &dir.path().join("svc"));
+    let policy = write_policy(dir.path(), READY_POLICY);
+    let watch = Watch::start(
+        dir.path(),
+        &[&policy, "--target", &svc.url, "--every", "1s"],
+    );
+    let Some(prom) = prom_server::start_with(
+        &[("preflight-watch", &format!("{}/metrics", watch.url))],
+        &Extra {
+            rule_files: vec![root().join("docs/alerts.yaml")],
+            honor_labels: true,
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let instance = svc.url.trim_start_matches("http://").to_string();
+    let pass = format!(
+        "preflight_check_status{{check=\"ready\",instance=\"{instance}\",blocking=\"true\",status=\"PASS\"}} == 1"
+    );
+    prom.wait_for("preflight-watch", 1, &pass, DEADLINE).await;
+
+    let (code, body) = svc
+        .admin("POST", "/admin/faults", json!({"store_full": true}))
+        .await;
+    assert_eq!(code, 200, "{body}");
+
+    let alert = format!(
+        "ALERTS{{alertname=\"PreflightBlockingCheckFailing\",check=\"ready\",instance=\"{instance}\",status=\"FAIL\"}}"
+    );
+    let client = prom.client();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(r) = client.query(&alert, None).await
+            && let QueryResult::Vector(v) = &r.result
+            && let Some(s) = v.first()
+        {
+            let state = s.labels.get("alertstate").cloned().unwrap_or_default();
+            assert!(
+                state == "pending" || state == "firing",
+                "alertstate {state:?}"
+            );
+            assert_eq!(s.labels.get("policy").map(String::as_str), Some("watched"));
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "no {alert} within {DEADLINE:?}\nwatch:\n{}\n/metrics:\n{}\nprometheus targets: {}\nlog:\n{}",
+            watch.log(),
+            watch.get("/metrics").await,
+            prom.targets().await,
+            prom.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // watch's own view agrees: the check FAILs and the verdict is NO-GO.
+    let doc = watch.document().await;
+    assert_eq!(
+        status_of(&doc, 0, "ready").as_deref(),
+        Some("FAIL"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["instances"][0]["report"]["verdict"], "NO-GO", "{doc:#}");
+}
+
+/// A disturbing check (`query_timeout` injects a slow query through the admin API) with
+/// `schedule: every 3s` beside read-only checks every second: at least three runs, started
+/// about 3 s apart, none overlapping any other run on the instance (watch's own start and
+/// end times, taken inside the instance's lock); the not-scheduled disturbing check is
+/// listed as not run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_disturbing_check_runs_alone_on_its_schedule() {
+    let _t = timing();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(&config("core.yaml"), &dir.path().join("svc"));
+    let policy = write_policy(
+        dir.path(),
+        "\
+version: 1
+name: scheduled
+checks:
+  - id: up
+    kind: http
+    request: GET /healthz
+    expect: { status: 200 }
+  - id: ready
+    kind: http
+    request: GET /readyz
+    expect: { status: 200 }
+  - id: slow-query
+    kind: query_timeout
+    budget: 50ms
+    margin: 150ms
+    schedule: every 3s
+  - id: feed-breaker
+    kind: circuit_breaker
+    dependency: feed
+    threshold: 5
+    reset_timeout: 2s
+",
+    );
+    let watch = Watch::start(
+        dir.path(),
+        &[
+            &policy,
+            "--target",
+            &svc.url,
+            "--every",
+            "1s",
+            "--admin-token",
+            &svc.token,
+        ],
+    );
+    let runs_of = |doc: &Value, group: &str| -> Vec<(f64, f64)> {
+        doc["instances"][0]["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["group"] == group)
+            .map(|r| (r["started"].as_f64().unwrap(), r["ended"].as_f64().unwrap()))
+            .collect()
+    };
+    let doc = watch
+        .wait_for("three runs of the scheduled check", |d| {
+            runs_of(d, "slow-query").len() >= 3 && runs_of(d, "read-only").len() >= 3
+        })
+        .await;
+    let slow = runs_of(&doc, "slow-query");
+    for w in slow.windows(2) {
+        let gap = w[1].0 - w[0].0;
+        // From one start to the next: the schedule's 3 s, plus at most the wait for a
+        // read-only run to let go of the instance.
+        assert!(
+            (2.95..=6.0).contains(&gap),
+            "starts {gap:.3} s apart: {slow:?}"
+        );
+    }
+    let all: Vec<(String, f64, f64)> = doc["instances"][0]["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap().to_string(),
+                r["started"].as_f64().unwrap(),
+                r["ended"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    for (s, e) in &slow {
+        for (g, s2, e2) in all.iter().filter(|r| r.0 != "slow-query") {
+            assert!(
+                e2 <= s || s2 >= e,
+                "{g} [{s2}, {e2}] overlaps slow-query [{s}, {e}]"
+            );
+        }
+    }
+    assert_eq!(
+        status_of(&doc, 0, "slow-query").as_deref(),
+        Some("PASS"),
+        "{doc:#}"
+    );
+    assert_eq!(
+        status_of(&doc, 0, "ready").as_deref(),
+        Some("PASS"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["not_run"][0]["check"], "feed-breaker", "{doc:#}");
+    assert_eq!(
+        status_of(&doc, 0, "feed-breaker").as_deref(),
+        Some("SKIP"),
+        "{doc:#}"
+    );
+    assert_eq!(doc["instances"][0]["report"]["verdict"], "GO", "{doc:#}");
+    let metrics = watch.get("/metrics").await;
+    let runs = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("preflight_check_runs_total{")
+                && l.contains("check=\"slow-query\"")
+                && l.contains("status=\"PASS\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert!(runs.is_some_and(|n| n >= 3.0), "{metrics}");
+}
+
+/// An instance killed mid-watch turns to ERROR rows while the other stays PASS and
+/// `/metrics` keeps answering; SIGTERM then ends watch with 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_instance_is_error_and_sigterm_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Service::start(&config("core.yaml"), &dir.path().join("a"));
+    let mut b = Service::start(&config("core.yaml"), &dir.path().join("b"));
+    let host = |s: &Service| s.url.trim_start_matches("http://").to_string();
+    let fleet = dir.path().join("fleet.json");
+    std::fs::write(
+        &fleet,
+        json!([{ "targets": [host(&a), host(&b)], "labels": { "env": "test" } }]).to_string(),
+    )
+    .unwrap();
+    let policy = write_policy(dir.path(), READY_POLICY);
+    let mut watch = Watch::start(
+        dir.path(),
+        &[
+            &policy,
+            "--targets",
+            &fleet.display().to_string(),
+            "--every",
+            "500ms",
+        ],
+    );
+    let index = |doc: &Value, name: &str| {
+        doc["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|i| i["name"] == name)
+            .unwrap()
+    };
+    let both_pass = |d: &Value| {
+        status_of(d, index(d, &host(&a)), "ready").as_deref() == Some("PASS")
+            && status_of(d, index(d, &host(&b)), "ready").as_deref() == Some("PASS")
+    };
+    watch.wait_for("both instances PASS", both_pass).await;
+    b.kill9();
+    let doc = watch
+        .wait_for("the killed instance ERROR", |d| {
+            status_of(d, index(d, &host(&b)), "ready").as_deref() == Some("ERROR")
+        })
+        .await;
+    let ib = index(&doc, &host(&b));
+    assert_eq!(
+        doc["instances"][ib]["report"]["verdict"], "NO-GO",
+        "{doc:#}"
+    );
+    assert_eq!(doc["instances"][ib]["labels"]["env"], "test", "{doc:#}");
+    // the other instance is still watched, and still PASS
+    let doc = watch
+        .wait_for("the live instance still PASS after the kill", |d| {
+            let ia = index(d, &host(&a));
+            let runs = d["instances"][ia]["runs"].as_array().unwrap();
+            let last = runs
+                .last()
+                .and_then(|r| r["started"].as_f64())
+                .unwrap_or(0.0);
+            let killed = d["instances"][index(d, &host(&b))]["runs"]
+                .as_array()
+                .unwrap()
+                .last()
+                .and_then(|r| r["ended"].as_f64())
+                .unwrap_or(f64::MAX);
+            last > killed && status_of(d, ia, "ready").as_deref() == Some("PASS")
+        })
+        .await;
+    assert!(doc["instances"].as_array().unwrap().len() == 2);
+    let metrics = watch.get("/metrics").await;
+    let line = |inst: &str, status: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("preflight_check_status{")
+                    && l.contains(&format!("instance=\"{inst}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .map(|l| l.ends_with(" 1"))
+    };
+    assert_eq!(line(&host(&b), "ERROR"), Some(true), "{metrics}");
+    assert_eq!(line(&host(&a), "PASS"), Some(true), "{metrics}");
+
+    let status = watch.terminate(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{}", watch.log());
+    assert!(watch.log().contains("watch: stopped"), "{}", watch.log());
+}
+
+/// watch never spawns the bundled service: no target is a usage error (exit 2), and so is
+/// a bad `schedule:`, reported at its file:line:col.
+#[test]
+fn no_target_or_a_bad_schedule_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path(), READY_POLICY);
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args(["watch", &policy])
+        .env_remove("PREFLIGHT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("never spawns"), "{err}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\nname: bad\nchecks:\n  - id: ready\n    kind: http\n    request: GET /readyz\n    schedule: fortnightly\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_preflight"))
+        .args([
+            "watch",
+            &bad.display().to_string(),
+            "--target",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("bad.yaml:7:15"), "{err}");
+    assert!(err.contains("fortnightly"), "{err}");
+}
