@@ -484,6 +484,26 @@ pub struct StatusArgs {
     pub format: String,
 }
 
+/// Resolves on SIGTERM or Ctrl-C, for the commands that run until stopped. The SIGTERM
+/// handler is installed at once (call it inside the runtime), so a SIGTERM right after is
+/// not the default kill.
+fn terminated() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    Box::pin(async move {
+        match term {
+            Ok(mut s) => {
+                tokio::select! {
+                    _ = s.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    })
+}
+
 /// Runs a parsed command line; the exit code, or an error for `main.rs` to print (exit 2).
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {

@@ -9,8 +9,10 @@
 //! [`probe`] (HTTP, paced load, processes, Prometheus text; measures, never decides) ·
 //! [`checks`] (one file per kind: spec, measuring, a pure judge; one registry) ·
 //! [`policy`] (load, validate, schema) · [`report`] (plain data and one renderer per format) ·
-//! [`engine`] (plan, run, gate) · and above them the binary's `cli` (`src/cli.rs`, arguments and
-//! output: the only code that prints).
+//! [`engine`] (plan, run, gate) · [`canary`], [`init`], [`audit`], [`watch`] (the commands
+//! built on the engine; `watch` re-runs policies on schedules and exports Prometheus metrics) ·
+//! and above them the binary's `cli` (`src/cli.rs`, arguments and output: the only code that
+//! prints).
 //! [`service`] is the bundled core service, which the rest sees only over HTTP, signals and
 //! files; it imports nothing above [`units`], [`yaml`] and [`builtin`].
 

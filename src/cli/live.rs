@@ -208,19 +208,7 @@ pub fn run(r: Run) -> Result<u8, Error> {
     let quiet = r.quiet;
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(async {
-        let shutdown = Box::pin(async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    tokio::select! {
-                        _ = s.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        });
+        let shutdown = super::terminated();
         let opts = preflight::canary::live::Options {
             spec: r.spec,
             policy: r.policy,

@@ -117,19 +117,7 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
         args.every
     );
     let result = runtime.block_on(async {
-        let shutdown = Box::pin(async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    tokio::select! {
-                        _ = s.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        });
+        let shutdown = super::terminated();
         preflight::watch::run(preflight::watch::Options {
             policy: loaded.policy,
             policy_files: loaded.files,

@@ -197,15 +197,30 @@ impl fmt::Display for Schedule {
     }
 }
 
+/// A string parsed with `FromStr` (its error message as serde's), so that a bad `when` or
+/// `window` of the long form is reported at that field.
+macro_rules! from_str_de {
+    ($ty:ty) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+from_str_de!(When);
+from_str_de!(Window);
+
 /// The long form, `{when, jitter, window}`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Full {
-    when: String,
+    when: When,
     #[serde(default)]
     jitter: Option<Dur>,
     #[serde(default)]
-    window: Option<String>,
+    window: Option<Window>,
 }
 
 impl<'de> Deserialize<'de> for Schedule {
@@ -220,16 +235,11 @@ impl<'de> Deserialize<'de> for Schedule {
                 s.parse().map_err(E::custom)
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Schedule, A::Error> {
-                use serde::de::Error as _;
                 let full = Full::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
                 Ok(Schedule {
-                    when: full.when.parse().map_err(A::Error::custom)?,
+                    when: full.when,
                     jitter: full.jitter,
-                    window: full
-                        .window
-                        .map(|w| w.parse())
-                        .transpose()
-                        .map_err(A::Error::custom)?,
+                    window: full.window,
                 })
             }
         }

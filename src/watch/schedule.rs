@@ -86,132 +86,240 @@ mod tests {
     use crate::units::Dur;
     use chrono::TimeZone;
 
-    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s).unwrap()
+    /// `2026-12-03 08:30` (a Thursday) in UTC.
+    fn utc(text: &str) -> DateTime<Utc> {
+        let t = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        Utc.from_utc_datetime(&t)
     }
 
+    /// A schedule: the cadence, then optional `jitter=DUR` and `window=HH:MM-HH:MM`.
     fn sched(text: &str) -> Schedule {
-        text.parse().unwrap()
-    }
-
-    #[test]
-    fn every_counts_from_the_last_start_and_starts_at_once() {
-        let s = sched("every 3s");
-        let t = utc(2026, 12, 3, 8, 0, 0);
-        assert_eq!(first_run(&s, t, 0.9), t);
-        assert_eq!(next_run(&s, t, 0.9), t + Span::seconds(3));
-    }
-
-    #[test]
-    fn hourly_and_daily_take_the_next_occurrence() {
-        let t = utc(2026, 12, 3, 8, 30, 0);
-        assert_eq!(
-            next_run(&sched("hourly"), t, 0.0),
-            utc(2026, 12, 3, 9, 0, 0)
-        );
-        // exactly on the hour: the next one, never the same instant twice
-        let on = utc(2026, 12, 3, 9, 0, 0);
-        assert_eq!(
-            next_run(&sched("hourly"), on, 0.0),
-            utc(2026, 12, 3, 10, 0, 0)
-        );
-        let daily = sched("daily at 03:00");
-        assert_eq!(next_run(&daily, t, 0.0), utc(2026, 12, 4, 3, 0, 0));
-        assert_eq!(
-            first_run(&daily, utc(2026, 12, 3, 2, 59, 59), 0.0),
-            utc(2026, 12, 3, 3, 0, 0)
-        );
-        assert_eq!(
-            next_run(&daily, utc(2026, 12, 3, 3, 0, 0), 0.0),
-            utc(2026, 12, 4, 3, 0, 0)
-        );
-        // the last day of the year rolls into the next
-        assert_eq!(
-            next_run(&daily, utc(2026, 12, 31, 4, 0, 0), 0.0),
-            utc(2027, 1, 1, 3, 0, 0)
-        );
-    }
-
-    #[test]
-    fn weekly_lands_on_its_day() {
-        // 2026-12-03 is a Thursday
-        let t = utc(2026, 12, 3, 8, 0, 0);
-        let sun = sched("weekly on sun at 03:00");
-        assert_eq!(next_run(&sun, t, 0.0), utc(2026, 12, 6, 3, 0, 0));
-        // on the day, before the time: that day; after it: a week later
-        assert_eq!(
-            next_run(&sun, utc(2026, 12, 6, 2, 0, 0), 0.0),
-            utc(2026, 12, 6, 3, 0, 0)
-        );
-        assert_eq!(
-            next_run(&sun, utc(2026, 12, 6, 3, 0, 0), 0.0),
-            utc(2026, 12, 13, 3, 0, 0)
-        );
-        let thu = sched("weekly on thu at 07:00");
-        assert_eq!(next_run(&thu, t, 0.0), utc(2026, 12, 10, 7, 0, 0));
-        // bare `weekly`: Sunday midnight, as cron's @weekly
-        assert_eq!(
-            next_run(&sched("weekly"), t, 0.0),
-            utc(2026, 12, 6, 0, 0, 0)
-        );
-    }
-
-    #[test]
-    fn jitter_stays_within_its_bound() {
-        let mut s = sched("daily at 03:00");
-        s.jitter = Some(Dur::from_secs(600));
-        let t = utc(2026, 12, 3, 8, 0, 0);
-        let base = utc(2026, 12, 4, 3, 0, 0);
-        assert_eq!(next_run(&s, t, 0.0), base);
-        assert_eq!(next_run(&s, t, 0.5), base + Span::seconds(300));
-        for draw in [0.999_999, 1.0, 7.0] {
-            let r = next_run(&s, t, draw);
-            assert!(r < base + Span::seconds(600) && r >= base, "{draw}: {r}");
+        let mut parts = text.split(';');
+        let mut s: Schedule = parts.next().unwrap().parse().unwrap();
+        for p in parts {
+            match p.trim().split_once('=').unwrap() {
+                ("jitter", j) => s.jitter = Some(j.parse().unwrap()),
+                ("window", w) => s.window = Some(w.parse().unwrap()),
+                other => panic!("{other:?}"),
+            }
         }
-        assert_eq!(next_run(&s, t, -1.0), base);
+        s
+    }
+
+    /// `(schedule, first?, from, draw, expected)`: `first` asks [`first_run`] at `from`,
+    /// otherwise [`next_run`] after a run started at `from`.
+    const CASES: &[(&str, bool, &str, f64, &str)] = &[
+        // every: at once, then from the start of the last run
+        (
+            "every 3s",
+            true,
+            "2026-12-03 08:00:00",
+            0.9,
+            "2026-12-03 08:00:00",
+        ),
+        (
+            "every 3s",
+            false,
+            "2026-12-03 08:00:00",
+            0.9,
+            "2026-12-03 08:00:03",
+        ),
+        // hourly: the next hour; exactly on the hour, the one after (never the same instant twice)
+        (
+            "hourly",
+            false,
+            "2026-12-03 08:30:00",
+            0.0,
+            "2026-12-03 09:00:00",
+        ),
+        (
+            "hourly",
+            false,
+            "2026-12-03 09:00:00",
+            0.0,
+            "2026-12-03 10:00:00",
+        ),
+        // daily: today before the time, tomorrow from it on, across the year's end
+        (
+            "daily at 03:00",
+            false,
+            "2026-12-03 08:30:00",
+            0.0,
+            "2026-12-04 03:00:00",
+        ),
+        (
+            "daily at 03:00",
+            true,
+            "2026-12-03 02:59:59",
+            0.0,
+            "2026-12-03 03:00:00",
+        ),
+        (
+            "daily at 03:00",
+            false,
+            "2026-12-03 03:00:00",
+            0.0,
+            "2026-12-04 03:00:00",
+        ),
+        (
+            "daily at 03:00",
+            false,
+            "2026-12-31 04:00:00",
+            0.0,
+            "2027-01-01 03:00:00",
+        ),
+        // weekly: its day; on the day before the time that day, from it on a week later
+        (
+            "weekly on sun at 03:00",
+            false,
+            "2026-12-03 08:00:00",
+            0.0,
+            "2026-12-06 03:00:00",
+        ),
+        (
+            "weekly on sun at 03:00",
+            false,
+            "2026-12-06 02:00:00",
+            0.0,
+            "2026-12-06 03:00:00",
+        ),
+        (
+            "weekly on sun at 03:00",
+            false,
+            "2026-12-06 03:00:00",
+            0.0,
+            "2026-12-13 03:00:00",
+        ),
+        (
+            "weekly on thu at 07:00",
+            false,
+            "2026-12-03 08:00:00",
+            0.0,
+            "2026-12-10 07:00:00",
+        ),
+        (
+            "weekly",
+            false,
+            "2026-12-03 08:00:00",
+            0.0,
+            "2026-12-06 00:00:00",
+        ),
+        // jitter: the draw's share of it, below it whatever the draw
+        (
+            "daily at 03:00; jitter=10m",
+            false,
+            "2026-12-03 08:00:00",
+            0.0,
+            "2026-12-04 03:00:00",
+        ),
+        (
+            "daily at 03:00; jitter=10m",
+            false,
+            "2026-12-03 08:00:00",
+            0.5,
+            "2026-12-04 03:05:00",
+        ),
+        (
+            "daily at 03:00; jitter=10m",
+            false,
+            "2026-12-03 08:00:00",
+            1.0,
+            "2026-12-04 03:09:59.999",
+        ),
+        (
+            "daily at 03:00; jitter=10m",
+            false,
+            "2026-12-03 08:00:00",
+            7.0,
+            "2026-12-04 03:09:59.999",
+        ),
+        (
+            "daily at 03:00; jitter=10m",
+            false,
+            "2026-12-03 08:00:00",
+            -1.0,
+            "2026-12-04 03:00:00",
+        ),
+        // a window past midnight: inside before and after midnight at once; a run due at
+        // 04:30 waits for 22:00; the end is excluded
+        (
+            "every 1h; window=22:00-04:00",
+            true,
+            "2026-12-03 23:00:00",
+            0.0,
+            "2026-12-03 23:00:00",
+        ),
+        (
+            "every 1h; window=22:00-04:00",
+            false,
+            "2026-12-04 02:30:00",
+            0.0,
+            "2026-12-04 03:30:00",
+        ),
+        (
+            "every 1h; window=22:00-04:00",
+            false,
+            "2026-12-04 03:30:00",
+            0.0,
+            "2026-12-04 22:00:00",
+        ),
+        (
+            "every 1h; window=22:00-04:00",
+            true,
+            "2026-12-04 04:00:00",
+            0.0,
+            "2026-12-04 22:00:00",
+        ),
+        // a daytime window: after its end the next day's start, before it that day's
+        (
+            "hourly; window=02:00-05:00",
+            false,
+            "2026-12-03 05:10:00",
+            0.0,
+            "2026-12-04 02:00:00",
+        ),
+        (
+            "hourly; window=02:00-05:00",
+            false,
+            "2026-12-03 01:10:00",
+            0.0,
+            "2026-12-03 02:00:00",
+        ),
+        // jitter that pushes a run past the window's end waits for the next opening
+        (
+            "daily at 04:55; jitter=10m; window=02:00-05:00",
+            false,
+            "2026-12-03 08:00:00",
+            0.9,
+            "2026-12-05 02:00:00",
+        ),
+    ];
+
+    #[test]
+    fn next_runs() {
+        for (text, first, from, draw, want) in CASES {
+            let s = sched(text);
+            let got = if *first {
+                first_run(&s, utc(from), *draw)
+            } else {
+                next_run(&s, utc(from), *draw)
+            };
+            assert_eq!(
+                got,
+                utc(want),
+                "{text} from {from} (first: {first}, draw {draw})"
+            );
+        }
     }
 
     #[test]
-    fn a_run_outside_its_window_waits_for_it() {
-        let mut s = sched("every 1h");
-        s.window = Some("22:00-04:00".parse().unwrap());
-        // inside, before midnight and after it: at once
-        assert_eq!(
-            first_run(&s, utc(2026, 12, 3, 23, 0, 0), 0.0),
-            utc(2026, 12, 3, 23, 0, 0)
-        );
-        assert_eq!(
-            next_run(&s, utc(2026, 12, 4, 2, 30, 0), 0.0),
-            utc(2026, 12, 4, 3, 30, 0)
-        );
-        // the run that would fall at 04:30 waits for 22:00 that day
-        assert_eq!(
-            next_run(&s, utc(2026, 12, 4, 3, 30, 0), 0.0),
-            utc(2026, 12, 4, 22, 0, 0)
-        );
-        // the end is excluded
-        assert_eq!(
-            first_run(&s, utc(2026, 12, 4, 4, 0, 0), 0.0),
-            utc(2026, 12, 4, 22, 0, 0)
-        );
-        // a daytime window: after its end, the next day's start
-        let mut d = sched("hourly");
-        d.window = Some("02:00-05:00".parse().unwrap());
-        assert_eq!(
-            next_run(&d, utc(2026, 12, 3, 5, 10, 0), 0.0),
-            utc(2026, 12, 4, 2, 0, 0)
-        );
-        assert_eq!(
-            next_run(&d, utc(2026, 12, 3, 1, 10, 0), 0.0),
-            utc(2026, 12, 3, 2, 0, 0)
-        );
-        // jitter that pushes a run past the window's end waits for the next opening
-        let mut j = sched("daily at 04:55");
-        j.window = Some("02:00-05:00".parse().unwrap());
-        j.jitter = Some(Dur::from_secs(600));
-        assert_eq!(
-            next_run(&j, utc(2026, 12, 3, 8, 0, 0), 0.9),
-            utc(2026, 12, 5, 2, 0, 0)
-        );
+    fn jitter_is_a_bound_for_any_draw() {
+        let s = sched("hourly; jitter=90s");
+        let base = utc("2026-12-03 09:00:00");
+        for i in 0..=1000 {
+            let r = next_run(&s, utc("2026-12-03 08:10:00"), i as f64 / 1000.0);
+            assert!(r >= base && r < base + Span::seconds(90), "{i}: {r}");
+        }
+        assert_eq!(s.jitter, Some(Dur::from_secs(90)));
     }
 }
