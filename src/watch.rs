@@ -197,6 +197,15 @@ struct Slot {
     labels: HashMap<String, CheckLabels>,
     report: Option<Report>,
     runs: VecDeque<RunRecord>,
+    /// The runs under way: group and start (Unix seconds).
+    running: Vec<Running>,
+}
+
+/// A run under way, for `/report.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Running {
+    pub group: String,
+    pub started: f64,
 }
 
 /// The state the runners write and the HTTP handlers read.
@@ -208,11 +217,28 @@ struct Board {
     exporter: Exporter,
 }
 
+/// A slot, whatever a panic while it was held left (its data is whole at every step).
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn unix(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
 impl Board {
+    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Slot> {
+        lock(&self.slots[index])
+    }
+
+    /// A run of `group` on instance `index` has started (it holds the instance's lock).
+    fn started(&self, index: usize, group: &Group, started: DateTime<Utc>) {
+        self.slot(index).running.push(Running {
+            group: group.name.clone(),
+            started: unix(started),
+        });
+    }
+
     /// Takes a group's report into the instance's state, the combined report and the metrics.
     fn record(
         &self,
@@ -224,7 +250,8 @@ impl Board {
     ) {
         let today = chrono::Local::now().date_naive();
         let policy = &self.policy;
-        let mut slot = self.slots[index].lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = self.slot(index);
+        slot.running.retain(|r| r.group != group.name);
         let instance = slot.instance.name.clone();
         for r in &run.results {
             let blocking =
@@ -331,6 +358,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
                     labels: HashMap::new(),
                     report: None,
                     runs: VecDeque::new(),
+                    running: Vec::new(),
                 })
             })
             .collect(),
@@ -445,6 +473,7 @@ impl Runner {
                 _ = stop.wait_for(|s| *s) => return,
             };
             let started = Utc::now();
+            self.board.started(job.index, &job.group, started);
             let report = self.once(&job).await;
             let ended = Utc::now();
             drop(guard);
@@ -571,6 +600,7 @@ struct InstanceDoc {
     /// `null` until the first run ended.
     report: Option<Report>,
     runs: Vec<RunRecord>,
+    running: Vec<Running>,
 }
 
 fn routes(board: Arc<Board>) -> Router {
@@ -594,13 +624,14 @@ async fn report_json(State(board): State<Arc<Board>>) -> Response {
         .slots
         .iter()
         .map(|s| {
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            let s = lock(s);
             InstanceDoc {
                 name: s.instance.name.clone(),
                 url: s.instance.url.clone(),
                 labels: s.instance.labels.clone(),
                 report: s.report.clone(),
                 runs: s.runs.iter().cloned().collect(),
+                running: s.running.clone(),
             }
         })
         .collect();
@@ -622,16 +653,13 @@ struct Which {
 /// instances and none named, a list of them with their verdicts.
 async fn index(State(board): State<Arc<Board>>, Query(which): Query<Which>) -> Response {
     let chosen = match (&which.instance, board.slots.len()) {
-        (Some(name), _) => board
-            .slots
-            .iter()
-            .find(|s| s.lock().unwrap_or_else(|e| e.into_inner()).instance.name == *name),
+        (Some(name), _) => board.slots.iter().find(|s| lock(s).instance.name == *name),
         (None, 1) => board.slots.first(),
         (None, _) => None,
     };
     let esc = crate::report::html::esc;
     if let Some(slot) = chosen {
-        let s = slot.lock().unwrap_or_else(|e| e.into_inner());
+        let s = lock(slot);
         return match &s.report {
             Some(r) => {
                 let mut out = Vec::new();
@@ -653,7 +681,7 @@ async fn index(State(board): State<Arc<Board>>, Query(which): Query<Which>) -> R
         .slots
         .iter()
         .map(|s| {
-            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            let s = lock(s);
             let verdict = s
                 .report
                 .as_ref()

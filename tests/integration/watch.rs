@@ -484,6 +484,64 @@ async fn a_dead_instance_is_error_and_sigterm_exits_0() {
     assert!(watch.log().contains("watch: stopped"), "{}", watch.log());
 }
 
+/// SIGTERM while a run is under way (each takes 3 s: the admin fault `request_delay` holds
+/// the checked route): the run finishes and is reported after the stop was announced, then
+/// watch exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_run_under_way_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(&config("core.yaml"), &dir.path().join("svc"));
+    let delay = json!({"request_delay": {"path_prefix": "/v1/detections", "delay_ms": 3000}});
+    assert_eq!(svc.admin("POST", "/admin/faults", delay).await.0, 200);
+    let policy = write_policy(
+        dir.path(),
+        "\
+version: 1
+name: slow
+checks:
+  - id: detections
+    kind: http
+    request: GET /v1/detections
+    timeout: 30s
+    expect: { status: 200 }
+",
+    );
+    let mut watch = Watch::start(
+        dir.path(),
+        &[&policy, "--target", &svc.url, "--every", "500ms"],
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    // A run has ended (so the check takes its 3 s), and the one under way began under 1.5 s ago.
+    watch
+        .wait_for("a run under way with time left", |d| {
+            let i = &d["instances"][0];
+            !i["runs"].as_array().unwrap().is_empty()
+                && i["running"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|r| now() - r["started"].as_f64().unwrap() < 1.5)
+        })
+        .await;
+    let status = watch.terminate(Duration::from_secs(30));
+    let log = watch.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    let after = log
+        .split("stopping: the runs under way finish first")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no stop announced:\n{log}"));
+    assert!(
+        after.contains("read-only GO") && after.contains("detections PASS"),
+        "the run under way did not finish:\n{log}"
+    );
+    assert!(after.trim_end().ends_with("watch: stopped"), "{log}");
+}
+
 /// watch never spawns the bundled service: no target is a usage error (exit 2), and so is
 /// a bad `schedule:`, reported at its file:line:col.
 #[test]
