@@ -147,8 +147,7 @@ fn write_policy(dir: &Path, text: &str) -> String {
     p.display().to_string()
 }
 
-/// `/readyz` must answer 200: the store takes writes. A full store (the admin fault
-/// `store_full`) makes it 503, so this read-only check flips to FAIL.
+/// `/readyz` must answer 200.
 const READY_POLICY: &str = "\
 version: 1
 name: watched
@@ -157,6 +156,21 @@ checks:
     kind: http
     severity: critical
     request: GET /readyz
+    expect:
+      status: 200
+";
+
+/// The analytics query must answer 200. The admin fault `slow_query` makes every query run
+/// past the 50 ms budget, answered 503 `HB-Q-TIMEOUT`, so this read-only check flips to FAIL
+/// at its next run.
+const QUERY_POLICY: &str = "\
+version: 1
+name: watched
+checks:
+  - id: query
+    kind: http
+    severity: critical
+    request: GET /v1/correlations?market=m1&window=1h
     expect:
       status: 200
 ";
@@ -210,7 +224,7 @@ async fn prometheus_alerts_when_a_watched_check_fails() {
     let _t = timing();
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(&config("core.yaml"), &dir.path().join("svc"));
-    let policy = write_policy(dir.path(), READY_POLICY);
+    let policy = write_policy(dir.path(), QUERY_POLICY);
     let watch = Watch::start(
         dir.path(),
         &[&policy, "--target", &svc.url, "--every", "1s"],
@@ -228,17 +242,17 @@ async fn prometheus_alerts_when_a_watched_check_fails() {
     };
     let instance = svc.url.trim_start_matches("http://").to_string();
     let pass = format!(
-        "preflight_check_status{{check=\"ready\",instance=\"{instance}\",blocking=\"true\",status=\"PASS\"}} == 1"
+        "preflight_check_status{{check=\"query\",instance=\"{instance}\",blocking=\"true\",status=\"PASS\"}} == 1"
     );
     prom.wait_for("preflight-watch", 1, &pass, DEADLINE).await;
 
     let (code, body) = svc
-        .admin("POST", "/admin/faults", json!({"store_full": true}))
+        .admin("POST", "/admin/faults", json!({"slow_query": true}))
         .await;
     assert_eq!(code, 200, "{body}");
 
     let alert = format!(
-        "ALERTS{{alertname=\"PreflightBlockingCheckFailing\",check=\"ready\",instance=\"{instance}\",status=\"FAIL\"}}"
+        "ALERTS{{alertname=\"PreflightBlockingCheckFailing\",check=\"query\",instance=\"{instance}\",status=\"FAIL\"}}"
     );
     let client = prom.client();
     let end = Instant::now() + DEADLINE;
@@ -268,7 +282,7 @@ async fn prometheus_alerts_when_a_watched_check_fails() {
     // watch's own view agrees: the check FAILs and the verdict is NO-GO.
     let doc = watch.document().await;
     assert_eq!(
-        status_of(&doc, 0, "ready").as_deref(),
+        status_of(&doc, 0, "query").as_deref(),
         Some("FAIL"),
         "{doc:#}"
     );
