@@ -156,6 +156,8 @@ pub struct Options {
     pub concurrency: usize,
     /// Where `/metrics`, `/` and `/report.json` are served (port 0: any free port).
     pub listen: SocketAddr,
+    /// The `preflight` executable (`{exe}` in `command` checks; nothing is spawned).
+    pub exe: PathBuf,
     /// Values no report may show.
     pub secrets: Vec<Secret>,
     /// Called once the HTTP listener is bound, with its address.
@@ -333,6 +335,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
         every,
         concurrency,
         listen,
+        exe,
         secrets,
         on_listening,
         progress,
@@ -389,6 +392,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
 
     let shared = Arc::new(Runner {
         policy_files,
+        exe,
         admin_token,
         concurrency,
         secrets,
@@ -424,6 +428,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
 /// What every runner shares.
 struct Runner {
     policy_files: Vec<PathBuf>,
+    exe: PathBuf,
     admin_token: Option<String>,
     concurrency: usize,
     secrets: Vec<Secret>,
@@ -514,8 +519,7 @@ impl Runner {
             skip: vec![],
             fail_fast: false,
             concurrency: self.concurrency,
-            // Never used: a remote target is never spawned.
-            exe: PathBuf::from("preflight"),
+            exe: self.exe.clone(),
             today: chrono::Local::now().date_naive(),
             progress: Arc::new(NoProgress),
             secrets: self.secrets.clone(),

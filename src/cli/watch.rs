@@ -110,6 +110,7 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
         return Ok(exit::USAGE);
     }
     let quiet = args.quiet;
+    let exe = std::env::current_exe()?;
     eprintln!(
         "watch: {} on {} instance(s), read-only checks every {}",
         loaded.policy.name,
@@ -126,6 +127,7 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
             every: args.every.get(),
             concurrency: args.concurrency.into(),
             listen: args.listen,
+            exe,
             secrets: loaded.secrets,
             on_listening: Box::new(|addr| {
                 eprintln!("watch: listening on http://{addr} (/metrics, /, /report.json)")

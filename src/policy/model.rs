@@ -272,16 +272,16 @@ pub struct Check {
     /// Most requests the check may send (default per kind).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests: Option<u64>,
-    /// Whether the check may run concurrently with other independent checks. Checks that
-    /// disturb the target (faults, kills, floods) are never run concurrently, whatever this says.
-    #[serde(default = "default_true")]
-    pub independent: bool,
     /// When `preflight watch` runs this check (`every 30s`, `hourly`, `daily at 03:00`,
     /// `weekly on sun at 03:00`, or `{when, jitter, window}`); `preflight check` ignores it.
     /// Without one, watch runs a read-only check every `--every` and never runs a check that
     /// disturbs the target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<crate::policy::schedule::Schedule>,
+    /// Whether the check may run concurrently with other independent checks. Checks that
+    /// disturb the target (faults, kills, floods) are never run concurrently, whatever this says.
+    #[serde(default = "default_true")]
+    pub independent: bool,
     /// The kind and its fields.
     #[serde(flatten)]
     pub spec: CheckSpec,
