@@ -493,9 +493,105 @@ async fn a_dead_instance_is_error_and_sigterm_exits_0() {
     assert_eq!(line(&host(&b), "ERROR"), Some(true), "{metrics}");
     assert_eq!(line(&host(&a), "PASS"), Some(true), "{metrics}");
 
+    // `/`: the instances with their verdicts; `/?instance=NAME`: that one's HTML report.
+    let index = watch.get("/").await;
+    assert!(
+        index.contains(&host(&a)) && index.contains(&host(&b)) && index.contains("NO-GO"),
+        "{index}"
+    );
+    let html = watch
+        .get(&format!("/?instance={}", host(&b).replace(':', "%3A")))
+        .await;
+    assert!(html.contains("<html") && html.contains("ready"), "{html}");
+
     let status = watch.terminate(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0), "{}", watch.log());
     assert!(watch.log().contains("watch: stopped"), "{}", watch.log());
+}
+
+/// An instance whose check hangs (it accepts connections and never answers) holds up
+/// nothing but itself: while its run waits for the check's deadline, the other instance is
+/// checked again and again; then the hung check is an ERROR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_instance_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(&config("core.yaml"), &dir.path().join("svc"));
+    let hang = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hang_addr = hang.local_addr().unwrap().to_string();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = hang.accept().await {
+            held.push(conn);
+        }
+    });
+    let live = svc.url.trim_start_matches("http://").to_string();
+    let fleet = dir.path().join("fleet.json");
+    std::fs::write(
+        &fleet,
+        json!([{ "targets": [&live, &hang_addr] }]).to_string(),
+    )
+    .unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "\
+version: 1
+name: hang
+checks:
+  - id: ready
+    kind: http
+    severity: critical
+    request: GET /readyz
+    timeout: 6s
+    expect: { status: 200 }
+",
+    );
+    let watch = Watch::start(
+        dir.path(),
+        &[
+            &policy,
+            "--targets",
+            &fleet.display().to_string(),
+            "--every",
+            "300ms",
+        ],
+    );
+    let index = |doc: &Value, name: &str| {
+        doc["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|i| i["name"] == name)
+            .unwrap()
+    };
+    // Runs of the live instance that began while the hung one's first run was under way.
+    let doc = watch
+        .wait_for("three runs of the live instance during the hang", |d| {
+            let hung = &d["instances"][index(d, &hang_addr)];
+            let Some(since) = hung["running"][0]["started"].as_f64() else {
+                return false;
+            };
+            d["instances"][index(d, &live)]["runs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["started"].as_f64().unwrap() > since)
+                .count()
+                >= 3
+        })
+        .await;
+    assert_eq!(
+        status_of(&doc, index(&doc, &live), "ready").as_deref(),
+        Some("PASS"),
+        "{doc:#}"
+    );
+    let doc = watch
+        .wait_for("the hung check ERROR at its deadline", |d| {
+            status_of(d, index(d, &hang_addr), "ready").as_deref() == Some("ERROR")
+        })
+        .await;
+    let r = &doc["instances"][index(&doc, &hang_addr)]["report"]["results"][0];
+    assert!(r["summary"].as_str().unwrap().contains("deadline"), "{r:#}");
+    holder.abort();
 }
 
 /// SIGTERM while a run is under way (each takes 3 s: the admin fault `request_delay` holds
