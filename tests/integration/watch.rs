@@ -141,6 +141,16 @@ fn status_of(doc: &Value, i: usize, id: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Where instance `name` is in `/report.json`'s `instances`.
+fn instance_index(doc: &Value, name: &str) -> usize {
+    doc["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no instance {name} in {doc:#}"))
+}
+
 fn write_policy(dir: &Path, text: &str) -> String {
     let p = dir.join("watch.yaml");
     std::fs::write(&p, text).unwrap();
@@ -435,14 +445,7 @@ async fn a_dead_instance_is_error_and_sigterm_exits_0() {
             "500ms",
         ],
     );
-    let index = |doc: &Value, name: &str| {
-        doc["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .position(|i| i["name"] == name)
-            .unwrap()
-    };
+    let index = instance_index;
     let both_pass = |d: &Value| {
         status_of(d, index(d, &host(&a)), "ready").as_deref() == Some("PASS")
             && status_of(d, index(d, &host(&b)), "ready").as_deref() == Some("PASS")
@@ -555,14 +558,7 @@ checks:
             "300ms",
         ],
     );
-    let index = |doc: &Value, name: &str| {
-        doc["instances"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .position(|i| i["name"] == name)
-            .unwrap()
-    };
+    let index = instance_index;
     // Runs of the live instance that began while the hung one's first run was under way.
     let doc = watch
         .wait_for("three runs of the live instance during the hang", |d| {
