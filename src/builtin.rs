@@ -85,6 +85,7 @@ pub const POLICIES: &[Builtin] = builtins![
     "policies/canary.yaml",
     "policies/examples/features.yaml",
     "policies/examples/remote-target.yaml",
+    "policies/examples/watch.yaml",
 ];
 
 /// Built-in service profiles for the spawned core service, the default first.
