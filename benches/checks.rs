@@ -9,6 +9,10 @@
 //!    FAIL); plus 10 000-build runs showing the good profile flat. `BENCH_LEAK_RUNS`,
 //!    `BENCH_GOOD_RUNS` change the counts; `BENCH_VERBOSE=1` prints every run.
 //!
+//! 5. a fleet (issue 12): `policies/smoke.yaml` on 20 spawned core services at
+//!    `fleet.concurrency` 1, 4 and 8, against one instance's time × 20 / concurrency
+//!    (goal ≤ 1.3× at 4). `BENCH_ONLY=fleet`.
+//!
 //! 4. the same comparison over TLS: both through one TLS-terminating proxy (rustls, in this
 //!    process) in front of the core service, certificate from a CA made here (goal ≥ 0.9).
 //!
@@ -468,4 +472,154 @@ fn main() {
     if part("memory") {
         rt.block_on(bench_memory_growth());
     }
+    if part("fleet") {
+        rt.block_on(bench_fleet());
+    }
+}
+
+/// Section 5: a fleet's wall time against one instance's × 20 / concurrency, for two fleets of
+/// 20 core services: on loopback as they are (each check a few hundred microseconds of CPU:
+/// the two cores bound it), and with 20 ms added to every data request (`faults.latency`), as
+/// a fleet across a network is, checked by four data requests in a row.
+async fn bench_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dir.path().join("core-20ms.yaml");
+    std::fs::write(
+        &slow,
+        format!(
+            "extends: {}\nfaults:\n  latency: 20ms\n",
+            root().join("config/core.yaml").display()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data-policy.yaml");
+    let mut policy = String::from("version: 1\nname: four-data-requests\nchecks:\n");
+    for i in 0..4 {
+        policy += &format!(
+            "  - id: data-{i}\n    kind: http\n    severity: high\n{}    request: GET /v1/correlations?market=m1&window=1h\n    expect: {{ status: 200 }}\n",
+            if i > 0 {
+                format!("    depends_on: [data-{}]\n", i - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
+    std::fs::write(&data, policy).unwrap();
+    fleet_case(
+        "policies/smoke.yaml on loopback",
+        "config/core.yaml",
+        &root().join("policies/smoke.yaml"),
+    )
+    .await;
+    fleet_case(
+        "four data requests in a row, 20 ms each (faults.latency)",
+        slow.to_str().unwrap(),
+        &data,
+    )
+    .await;
+}
+
+async fn fleet_case(what: &str, config: &str, file: &Path) {
+    use preflight::engine::fleet::{Fleet, check_fleet};
+    use preflight::engine::run::{CheckOptions, NoProgress, check};
+    use preflight::policy::model::FleetSpec;
+    use preflight::probe::discovery::Instance;
+    const N: usize = 20;
+    let mut targets = vec![];
+    for _ in 0..N {
+        targets.push(spawn(config).await);
+    }
+    let instances: Vec<Instance> = targets
+        .iter()
+        .map(|t| Instance {
+            name: t.url.trim_start_matches("http://").to_string(),
+            url: t.url.clone(),
+            labels: Default::default(),
+        })
+        .collect();
+    let loaded = preflight::policy::load::load(&[file.to_path_buf()]).unwrap();
+    let opts = |concurrency: usize| {
+        let mut policy = loaded.policy.clone();
+        policy.fleet = Some(FleetSpec {
+            concurrency,
+            ..FleetSpec::default()
+        });
+        CheckOptions {
+            policy,
+            policy_files: vec![file.to_path_buf()],
+            target: None,
+            admin_token: None,
+            source_addresses: vec![],
+            config: None,
+            only: vec![],
+            skip: vec![],
+            fail_fast: false,
+            concurrency: 4,
+            exe: exe(),
+            today: chrono::Local::now().date_naive(),
+            progress: Arc::new(NoProgress),
+            secrets: vec![],
+            attestor: None,
+            identify: false,
+            disturbing: None,
+        }
+    };
+    let runs: usize = std::env::var("BENCH_FLEET_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let (mut one, mut fleet): (Vec<f64>, [Vec<f64>; 3]) = (vec![], Default::default());
+    let levels = [1usize, 4, 8];
+    for run in 0..runs {
+        // One instance (a different one each run), then the fleet at each concurrency.
+        let mut o = opts(1);
+        o.target = Some(instances[run % N].url.clone());
+        let t = Instant::now();
+        let r = check(o).await.unwrap();
+        one.push(t.elapsed().as_secs_f64());
+        assert_eq!(
+            r.verdict,
+            preflight::report::Verdict::Go,
+            "{}",
+            r.verdict_reason
+        );
+        for (i, c) in levels.iter().enumerate() {
+            let t = Instant::now();
+            let r = check_fleet(
+                opts(*c),
+                Fleet {
+                    instances: instances.clone(),
+                    source: "bench".into(),
+                    size: N,
+                    shard: None,
+                },
+            )
+            .await
+            .unwrap();
+            fleet[i].push(t.elapsed().as_secs_f64());
+            assert_eq!(
+                r.verdict,
+                preflight::report::Verdict::Go,
+                "{}",
+                r.verdict_reason
+            );
+        }
+    }
+    let t1 = median(&one);
+    println!(
+        "fleet of {N} core services, {what}, {runs} interleaved runs (medians):\n  one instance {:.1} ms",
+        t1 * 1000.0
+    );
+    for (i, c) in levels.iter().enumerate() {
+        let tf = median(&fleet[i]);
+        let ideal = t1 * N as f64 / *c as f64;
+        println!(
+            "  concurrency {c}: {:.1} ms, ideal {:.1} ms (one × {N} / {c}): ratio {:.2}{}",
+            tf * 1000.0,
+            ideal * 1000.0,
+            tf / ideal,
+            if *c == 4 { " (goal ≤ 1.3)" } else { "" }
+        );
+    }
+    drop(targets);
 }

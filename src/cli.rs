@@ -172,6 +172,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// One-line status of a core service from its SQLite store (for tmux status bars).
     Status(StatusArgs),
+    /// Work with JSON reports: merge the shards of a fleet run into one verdict.
+    #[command(subcommand)]
+    Report(ReportCommand),
     #[command(verbatim_doc_comment)]
     /// Check policy files without running anything (no network).
     ///
@@ -303,6 +306,55 @@ pub struct CheckArgs {
     /// No progress spinners on stderr (they only show on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Check a fleet: every instance a Prometheus `file_sd` file lists (JSON or YAML,
+    /// labels kept), or `prometheus:URL?match={job="api"}` for a Prometheus server's active
+    /// targets. Each instance gets its own verdict; the fleet's follows the policy's
+    /// `fleet.require` (default: all GO). See docs/fleets.md.
+    #[arg(long, value_name = "SOURCE", conflicts_with_all = ["target", "config"])]
+    pub targets: Option<String>,
+    /// Check only shard K of N of the fleet (by a stable hash of each instance's name), for
+    /// CI matrix jobs or Kubernetes indexed Jobs; join the JSON reports with
+    /// `preflight report merge`.
+    #[arg(long, value_name = "K/N", requires = "targets", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    preflight::probe::discovery::parse_shard(s)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    #[command(verbatim_doc_comment)]
+    /// Join the JSON reports of a fleet's shards into the fleet's report and verdict.
+    ///
+    /// Each input is the `--format json` report of `preflight check --targets … --shard K/N`.
+    /// They must be of one policy and one fleet, and no instance may be in two. A shard left
+    /// out leaves its instances out: they count as not GO, so the merged verdict is at best
+    /// INCONCLUSIVE until every shard is in.
+    ///
+    /// Examples:
+    ///   preflight report merge shard-1.json shard-2.json shard-3.json
+    ///   preflight report merge shards/*.json --format junit -o fleet.xml
+    ///
+    /// Exit codes: 0 GO, 1 NO-GO, 2 unreadable or mismatched reports, 3 INCONCLUSIVE.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard reports (JSON).
+    #[arg(value_name = "REPORT.json", required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Report format of the merged report.
+    #[arg(long, value_enum, default_value_t = FormatArg::Human)]
+    pub format: FormatArg,
+    /// Write the merged report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write it in FORMAT to FILE (repeatable), as `check --report`.
+    #[arg(long = "report", value_name = "FORMAT:FILE", value_parser = parse_extra_report)]
+    pub reports_extra: Vec<ExtraReport>,
 }
 
 #[derive(Debug, Args)]
@@ -513,6 +565,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Watch(args) => watch::run(args),
         Command::Serve(args) => serve(args),
         Command::Status(args) => status(args),
+        Command::Report(ReportCommand::Merge(args)) => report_merge(args),
         Command::Lint(args) => lint(args),
         Command::Policies(args) => policies(args),
         Command::Init(args) => init(args),
@@ -558,9 +611,16 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         secrets: loaded.secrets,
         attestor: None,
         identify: false,
+        disturbing: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
-    let report = match runtime.block_on(preflight::engine::run::check(opts)) {
+    let run = async {
+        match &args.targets {
+            Some(source) => fleet(opts, source, args.shard).await,
+            None => preflight::engine::run::check(opts).await,
+        }
+    };
+    let report = match runtime.block_on(run) {
         Ok(r) => r,
         Err(CheckFailure::Usage(msg)) => {
             eprintln!("error: {msg}");
@@ -570,6 +630,81 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
     // Spinner threads and the runtime end before the report is written.
     drop(runtime);
     write_report(format, &report, args.output.as_deref(), &args.reports)
+}
+
+/// Lists the fleet of `--targets`, keeps shard K/N of it, and checks that part.
+async fn fleet(
+    opts: preflight::engine::run::CheckOptions,
+    source: &str,
+    shard: Option<(u32, u32)>,
+) -> Result<preflight::report::Report, preflight::engine::run::CheckFailure> {
+    use preflight::engine::fleet::{Fleet, check_fleet};
+    use preflight::engine::run::CheckFailure;
+    use preflight::probe::discovery::{Source, in_shard};
+    let parsed = Source::parse(source).map_err(CheckFailure::Usage)?;
+    opts.progress
+        .message(&format!("listing the fleet ({source})"));
+    let all = parsed
+        .load()
+        .await
+        .map_err(|e| CheckFailure::Usage(format!("--targets {source}: {e}")))?;
+    let size = all.len();
+    let instances: Vec<_> = match shard {
+        Some((k, n)) => all.into_iter().filter(|i| in_shard(i, k, n)).collect(),
+        None => all,
+    };
+    if instances.is_empty() {
+        let (k, n) = shard.unwrap_or((1, 1));
+        return Err(CheckFailure::Usage(format!(
+            "shard {k}/{n} holds none of the fleet's {size} instances: use fewer shards"
+        )));
+    }
+    check_fleet(
+        opts,
+        Fleet {
+            instances,
+            source: source.to_string(),
+            size,
+            shard,
+        },
+    )
+    .await
+}
+
+fn report_merge(args: MergeArgs) -> Result<u8, Error> {
+    let mut reports = vec![];
+    for path in &args.reports {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read {}: {e}", path.display());
+                return Ok(exit::USAGE);
+            }
+        };
+        match serde_json::from_str::<preflight::report::Report>(&text) {
+            Ok(r) => reports.push(r),
+            Err(e) => {
+                eprintln!(
+                    "error: {} is not a preflight JSON report ({e}); make it with `check --targets … --format json`",
+                    path.display()
+                );
+                return Ok(exit::USAGE);
+            }
+        }
+    }
+    let merged = match preflight::engine::fleet::merge(reports) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::USAGE);
+        }
+    };
+    write_report(
+        args.format.into(),
+        &merged,
+        args.output.as_deref(),
+        &args.reports_extra,
+    )
 }
 
 /// The default canary policy, used when no policy is given (the built-in one outside a

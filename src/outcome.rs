@@ -9,10 +9,10 @@
 //! capability is missing).
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Result of one evaluated check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Pass,
@@ -40,7 +40,7 @@ impl Status {
 }
 
 /// What a target can be asked to do. A check needing one the target lacks is SKIP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
     /// Plain HTTP to the base URL (always present).
@@ -114,7 +114,7 @@ impl CheckError {
 }
 
 /// One explained comparison: what was expected and what was observed.
-#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Observation {
     /// What was measured, e.g. `accepted in first burst`.
     pub what: String,
@@ -229,7 +229,7 @@ impl Outcome {
 }
 
 /// An operator's answer to a `confirm` step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Answer {
     /// The operator looked and attests the statement holds.
@@ -241,7 +241,7 @@ pub enum Answer {
 }
 
 /// What a `confirm` step records: who answered what, how, and their note.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Attestation {
     pub answer: Answer,
     /// Who answered (`--operator`, else the login name).
@@ -268,7 +268,7 @@ pub trait Attestor: Send + Sync {
 }
 
 /// A chart for the HTML report: generic series of (x, y) points.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Chart {
     pub title: String,
     pub kind: ChartKind,
@@ -277,7 +277,7 @@ pub struct Chart {
     pub series: Vec<Series>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChartKind {
     Line,
@@ -286,7 +286,7 @@ pub enum ChartKind {
     Steps,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,

@@ -3,7 +3,7 @@
 //! never compute verdicts.
 
 use schemars::JsonSchema;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::outcome::{Chart, Observation, Status};
 use crate::policy::Severity;
@@ -83,7 +83,7 @@ pub(crate) fn fmt_ms(ms: u64) -> String {
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The overall decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "SCREAMING-KEBAB-CASE")]
 pub enum Verdict {
     Go,
@@ -102,7 +102,7 @@ impl Verdict {
 }
 
 /// A whole run.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
     pub schema_version: u32,
     /// `preflight <version>`.
@@ -124,11 +124,109 @@ pub struct Report {
     /// A canary run's scores (`preflight canary`); absent from a `check` report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanarySummary>,
+    /// A fleet run's instances and their verdicts (`check --targets`, `report merge`); every
+    /// result then names its `instance`. Absent for one target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSummary>,
+}
+
+impl Report {
+    /// A fleet's instances, the odd ones out first: those whose verdict differs from the
+    /// most common one (NO-GO before INCONCLUSIVE), then the rest, each part by name.
+    pub fn instances_odd_first(&self) -> Vec<&InstanceVerdict> {
+        let Some(f) = &self.fleet else {
+            return vec![];
+        };
+        let rank = |v: Verdict| match v {
+            Verdict::NoGo => 0,
+            Verdict::Inconclusive => 1,
+            Verdict::Go => 2,
+        };
+        let count = |v: Verdict| f.instances.iter().filter(|i| i.verdict == v).count();
+        let common = [Verdict::Go, Verdict::NoGo, Verdict::Inconclusive]
+            .into_iter()
+            .max_by_key(|v| (count(*v), rank(*v)))
+            .unwrap_or(Verdict::Go);
+        let mut out: Vec<&InstanceVerdict> = f.instances.iter().collect();
+        out.sort_by_key(|i| (i.verdict == common, rank(i.verdict), i.name.clone()));
+        out
+    }
+
+    /// The results in the order a reader takes them: for a fleet, instance by instance, odd
+    /// ones out first (each in policy order); else as they are.
+    pub fn results_by_instance(&self) -> Vec<&CheckResult> {
+        if self.fleet.is_none() {
+            return self.results.iter().collect();
+        }
+        self.instances_odd_first()
+            .into_iter()
+            .flat_map(|i| {
+                self.results
+                    .iter()
+                    .filter(move |r| r.instance.as_deref() == Some(i.name.as_str()))
+            })
+            .collect()
+    }
+}
+
+/// The instances a fleet report covers, each with its own verdict; the report's verdict is
+/// the fleet's, by `require`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct FleetSummary {
+    /// `all`, or the share of instances that must be GO (`95%`).
+    pub require: String,
+    /// Instances in the whole fleet, before any sharding.
+    pub size: usize,
+    /// Where the fleet was listed (`--targets`).
+    pub source: String,
+    /// The shards this report covers (`2/3`); empty when it covers the fleet unsharded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
+    /// GO, NO-GO and INCONCLUSIVE instances, and those of the fleet not in this report.
+    pub go: usize,
+    pub no_go: usize,
+    pub inconclusive: usize,
+    pub missing: usize,
+    /// By name.
+    pub instances: Vec<InstanceVerdict>,
+}
+
+impl FleetSummary {
+    /// `17 of 20 instances GO, 2 NO-GO, 1 INCONCLUSIVE; required: 95%`, shared by the text
+    /// formats.
+    pub fn line(&self) -> String {
+        let missing = if self.missing > 0 {
+            format!(", {} not in this report", self.missing)
+        } else {
+            String::new()
+        };
+        format!(
+            "{} of {} instances GO, {} NO-GO, {} INCONCLUSIVE{missing}; required: {}",
+            self.go, self.size, self.no_go, self.inconclusive, self.require
+        )
+    }
+}
+
+/// One instance of a fleet and its own verdict.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct InstanceVerdict {
+    pub name: String,
+    pub url: String,
+    /// The labels its source gave it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub verdict: Verdict,
+    pub verdict_reason: String,
+    pub counts: Counts,
+    pub duration_ms: u64,
+    /// Warnings about reaching it (as `target.warnings` of a one-target report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What `preflight canary` compared and how each interval scored. Each metric is also a
 /// result in `results` (kind `canary/<source>`), with its observation and evidence.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CanarySummary {
     /// Base URLs (or spawned profiles) of the two versions.
     pub baseline: String,
@@ -148,7 +246,7 @@ pub struct CanarySummary {
 }
 
 /// One interval judged on its own requests.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct IntervalScore {
     pub index: usize,
     /// Seconds after the traffic began.
@@ -169,14 +267,14 @@ pub struct IntervalScore {
     pub weight: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PolicyInfo {
     pub name: String,
     pub description: Option<String>,
     pub files: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct TargetInfo {
     pub url: String,
     /// Whether preflight spawned the bundled service for this run.
@@ -200,7 +298,7 @@ pub struct TargetInfo {
     pub version: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Counts {
     pub pass: usize,
     pub fail: usize,
@@ -214,6 +312,11 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Results counted (waived ones are also counted as FAIL or ERROR).
+    pub fn total(&self) -> usize {
+        self.pass + self.fail + self.error + self.skip + self.inconclusive
+    }
+
     /// Counts one result of `status`.
     pub fn add(&mut self, status: Status) {
         match status {
@@ -227,7 +330,7 @@ impl Counts {
 }
 
 /// A waiver and whether it applies.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct WaiverInfo {
     pub check: String,
     pub reason: String,
@@ -238,7 +341,7 @@ pub struct WaiverInfo {
 }
 
 /// One check's result with its evidence.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CheckResult {
     pub id: String,
     pub kind: String,
@@ -267,11 +370,14 @@ pub struct CheckResult {
     /// Where the check is declared in the policy (CI annotations point there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<Location>,
+    /// The fleet instance it ran against (a fleet report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 /// A position in a policy file: `file` as given to preflight, or `builtin:…` for a policy
 /// built into the binary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Location {
     pub file: String,
     pub line: usize,
@@ -286,6 +392,15 @@ impl Location {
 }
 
 impl CheckResult {
+    /// The check's id, after its instance's name in a fleet report (`10.0.0.5:8080 › ready`):
+    /// what every renderer shows where one report holds the same check many times.
+    pub fn label(&self) -> String {
+        match &self.instance {
+            Some(i) => format!("{i} › {}", self.id),
+            None => self.id.clone(),
+        }
+    }
+
     /// A result with nothing measured yet: the engine fills in the rest as the check runs.
     pub fn new(id: &str, kind: &str, severity: Severity, status: Status) -> Self {
         CheckResult {
@@ -306,6 +421,7 @@ impl CheckResult {
             evidence: serde_json::Value::Null,
             charts: vec![],
             location: None,
+            instance: None,
         }
     }
 }

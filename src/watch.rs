@@ -398,6 +398,14 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
         secrets,
         progress: progress.clone(),
         board: board.clone(),
+        disturbing: Arc::new(tokio::sync::Semaphore::new(
+            policy
+                .fleet
+                .clone()
+                .unwrap_or_default()
+                .max_disturbed
+                .max(1),
+        )),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (index, instance) in instances.iter().enumerate() {
@@ -434,6 +442,9 @@ struct Runner {
     secrets: Vec<Secret>,
     progress: Arc<dyn Fn(&str) + Send + Sync>,
     board: Arc<Board>,
+    /// `fleet.max_disturbed` permits: a disturbing check holds one while it runs, so no more
+    /// instances than that are disturbed at once.
+    disturbing: Arc<tokio::sync::Semaphore>,
 }
 
 /// One group on one instance.
@@ -525,6 +536,7 @@ impl Runner {
             secrets: self.secrets.clone(),
             attestor: None,
             identify: false,
+            disturbing: Some(self.disturbing.clone()),
         };
         match crate::engine::run::check(opts).await {
             Ok(r) => r,
@@ -583,6 +595,7 @@ fn failed_run(policy: &Policy, url: &str, msg: &str) -> Report {
         waivers: d.waivers,
         results,
         canary: None,
+        fleet: None,
     }
 }
 

@@ -347,6 +347,7 @@ pub async fn run(mut opts: Options) -> Result<Report, CheckFailure> {
         counts,
         waivers: vec![],
         results,
+        fleet: None,
         canary: Some(CanarySummary {
             baseline: opts.baseline.clone(),
             canary: opts.canary.clone(),

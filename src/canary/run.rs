@@ -100,6 +100,7 @@ pub async fn run(opts: Options) -> Result<Report, CheckFailure> {
         counts,
         waivers: vec![],
         results,
+        fleet: None,
         canary: Some(CanarySummary {
             baseline: labels[0].clone(),
             canary: labels[1].clone(),

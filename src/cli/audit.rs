@@ -422,6 +422,7 @@ fn audit_run(args: RunArgs) -> Result<u8, Error> {
             operator: operator.clone(),
         })),
         identify: true,
+        disturbing: None,
     };
     let opts = audit::Options {
         runbook,

@@ -8,6 +8,7 @@
 use chrono::NaiveDate;
 
 use crate::outcome::Status;
+use crate::policy::model::FleetRequire;
 use crate::policy::{Severity, Waiver};
 use crate::report::{CheckResult, Counts, Verdict, WaiverInfo};
 
@@ -162,6 +163,64 @@ pub fn decide(
     }
 }
 
+/// A fleet's verdict from its instances' (DESIGN §10): GO when at least `require` of the whole
+/// fleet (`size`, sharded or not) is GO; NO-GO when so many are NO-GO that it cannot be; else
+/// INCONCLUSIVE (instances undecided, or missing from the merged shards, could go either way).
+/// Names the NO-GO instances (up to five) and the missing count.
+pub fn fleet_decide(
+    verdicts: &[(&str, Verdict)],
+    size: usize,
+    require: FleetRequire,
+) -> (Verdict, String) {
+    let needed = require.needed(size);
+    let go = verdicts.iter().filter(|v| v.1 == Verdict::Go).count();
+    let no_go: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| v.1 == Verdict::NoGo)
+        .map(|v| v.0)
+        .collect();
+    let missing = size.saturating_sub(verdicts.len());
+    let rule = match require {
+        FleetRequire::All => format!("all {size} must be GO"),
+        other => format!("{other} must be GO: {needed} of {size}"),
+    };
+    let named = |v: &[&str]| {
+        let mut s = v.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        if v.len() > 5 {
+            s.push_str(&format!(" and {} more", v.len() - 5));
+        }
+        s
+    };
+    let missing_note = if missing > 0 {
+        format!("; {missing} not in this report")
+    } else {
+        String::new()
+    };
+    if go >= needed {
+        (
+            Verdict::Go,
+            format!("{go} of {size} instances GO ({rule}){missing_note}."),
+        )
+    } else if size - no_go.len() < needed {
+        (
+            Verdict::NoGo,
+            format!(
+                "{} NO-GO: {} ({rule}){missing_note}.",
+                plural(no_go.len(), "instance"),
+                named(&no_go)
+            ),
+        )
+    } else {
+        (
+            Verdict::Inconclusive,
+            format!(
+                "{go} of {size} instances GO, {} undecided ({rule}){missing_note}.",
+                size - go - no_go.len()
+            ),
+        )
+    }
+}
+
 fn plural(n: usize, word: &str) -> String {
     if n == 1 {
         format!("1 {word}")
@@ -173,6 +232,47 @@ fn plural(n: usize, word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fleet_verdict_follows_its_rule() {
+        use Verdict::*;
+        let share = |p: f64| FleetRequire::Share(crate::units::Percent(p));
+        let fleet = |go: usize, no: usize, inc: usize| -> Vec<(&'static str, Verdict)> {
+            let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
+            let mut v = vec![];
+            v.extend((0..go).map(|i| (names[i], Go)));
+            v.extend((go..go + no).map(|i| (names[i], NoGo)));
+            v.extend((go + no..go + no + inc).map(|i| (names[i], Inconclusive)));
+            v
+        };
+        assert_eq!(fleet_decide(&fleet(10, 0, 0), 10, FleetRequire::All).0, Go);
+        let (v, why) = fleet_decide(&fleet(9, 1, 0), 10, FleetRequire::All);
+        assert_eq!(v, NoGo);
+        assert_eq!(why, "1 instance NO-GO: j (all 10 must be GO).");
+        assert_eq!(
+            fleet_decide(&fleet(9, 0, 1), 10, FleetRequire::All).0,
+            Inconclusive
+        );
+        // 90% of 10 is 9: one NO-GO is allowed, two are not.
+        assert_eq!(share(0.9).needed(10), 9);
+        assert_eq!(share(0.95).needed(20), 19, "no float round-up");
+        assert_eq!(fleet_decide(&fleet(9, 1, 0), 10, share(0.9)).0, Go);
+        let (v, why) = fleet_decide(&fleet(8, 2, 0), 10, share(0.9));
+        assert_eq!(
+            (v, why.as_str()),
+            (NoGo, "2 instances NO-GO: i, j (90% must be GO: 9 of 10).")
+        );
+        assert_eq!(
+            fleet_decide(&fleet(8, 1, 1), 10, share(0.9)).0,
+            Inconclusive
+        );
+        // Shards merged with one missing: what is absent is not GO.
+        let (v, why) = fleet_decide(&fleet(7, 0, 0), 10, FleetRequire::All);
+        assert_eq!(v, Inconclusive);
+        assert!(why.ends_with("; 3 not in this report."), "{why}");
+        let (v, _) = fleet_decide(&fleet(7, 0, 0), 10, share(0.7));
+        assert_eq!(v, Go);
+    }
 
     fn result(id: &str, severity: Severity, status: Status) -> CheckResult {
         CheckResult {

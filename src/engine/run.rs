@@ -82,6 +82,7 @@ fn redact_result(r: &mut CheckResult, redactor: &Redactor) {
 }
 
 /// What `preflight check` was asked to do.
+#[derive(Clone)]
 pub struct CheckOptions {
     /// The loaded policy (the CLI loads it and reports its diagnostics).
     pub policy: Policy,
@@ -112,6 +113,9 @@ pub struct CheckOptions {
     /// one GET from the address the OS chooses, which an audit records as the target's
     /// identity. Off for `check`, whose checks may count every request.
     pub identify: bool,
+    /// Shared by the instances of a fleet (`fleet.max_disturbed` permits): a disturbing check
+    /// holds one while it runs. `None` for one target.
+    pub disturbing: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Why nothing ran.
@@ -205,6 +209,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
                 waivers: policy.waivers.clone(),
                 today: opts.today,
                 attestor: opts.attestor.clone(),
+                disturbing: opts.disturbing.clone(),
             }));
             let items: Vec<Item> = checks.iter().map(item_of).collect();
             let sched = Sched {
@@ -263,6 +268,7 @@ pub async fn check(opts: CheckOptions) -> Result<Report, CheckFailure> {
         waivers: decision.waivers,
         results,
         canary: None,
+        fleet: None,
     })
 }
 
@@ -506,6 +512,7 @@ struct Inner {
     waivers: Vec<Waiver>,
     today: NaiveDate,
     attestor: Option<Arc<dyn crate::outcome::Attestor>>,
+    disturbing: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 #[derive(Clone)]
@@ -518,6 +525,14 @@ impl Executor for Engine {
         let inner = self.0.clone();
         Box::pin(async move {
             let check = &inner.checks[index];
+            // In a fleet, a disturbing check waits for one of the fleet's permits (never
+            // closed: a failure to acquire would only let it run unbounded).
+            let _permit = match &inner.disturbing {
+                Some(s) if check.spec.exclusivity() == Exclusivity::Exclusive => {
+                    s.clone().acquire_owned().await.ok()
+                }
+                _ => None,
+            };
             let sink = inner.progress.started(&check.id);
             let sources = inner.sources.assign(index, inner.checks.len());
             let base = Base {
@@ -888,6 +903,7 @@ mod tests {
             secrets: vec![],
             attestor: None,
             identify: false,
+            disturbing: None,
         }
     }
 

@@ -41,6 +41,123 @@ pub struct Policy {
     /// Baseline against canary for `preflight canary` (see docs/canary.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<crate::policy::canary::CanarySpec>,
+    /// How a fleet is checked (`--targets`) and how its instances' verdicts make one
+    /// (see docs/fleets.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetSpec>,
+}
+
+/// A fleet: many instances of one service checked with one policy.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// The fleet is GO when `all` its instances are GO (the default), or a share of them
+    /// such as `95%`. Instances not GO but not NO-GO (INCONCLUSIVE, or not in the merged
+    /// reports) count against GO and for INCONCLUSIVE.
+    #[serde(default)]
+    pub require: FleetRequire,
+    /// Instances checked at once.
+    #[serde(default = "FleetSpec::default_concurrency")]
+    #[schemars(range(min = 1))]
+    pub concurrency: usize,
+    /// Instances that may be disturbed at once (faults, floods, kills): a disturbing check
+    /// waits until fewer than this many instances run one. Read-only checks never wait.
+    #[serde(default = "FleetSpec::default_max_disturbed")]
+    #[schemars(range(min = 1))]
+    pub max_disturbed: usize,
+}
+
+impl FleetSpec {
+    fn default_concurrency() -> usize {
+        4
+    }
+    fn default_max_disturbed() -> usize {
+        1
+    }
+}
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            require: FleetRequire::All,
+            concurrency: Self::default_concurrency(),
+            max_disturbed: Self::default_max_disturbed(),
+        }
+    }
+}
+
+/// `all`, or the share of instances that must be GO (`95%`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum FleetRequire {
+    #[default]
+    All,
+    Share(crate::units::Percent),
+}
+
+impl FleetRequire {
+    /// The share of instances that must be GO, 0–1.
+    pub fn share(self) -> f64 {
+        match self {
+            FleetRequire::All => 1.0,
+            FleetRequire::Share(p) => p.fraction(),
+        }
+    }
+    /// How many of `n` instances must be GO.
+    pub fn needed(self, n: usize) -> usize {
+        match self {
+            FleetRequire::All => n,
+            // A hair under the product, so 95% of 20 is 19, not 20 from 19.000000000000004.
+            FleetRequire::Share(p) => ((p.fraction() * n as f64) - 1e-9).ceil().max(0.0) as usize,
+        }
+    }
+}
+
+impl std::fmt::Display for FleetRequire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FleetRequire::All => f.write_str("all"),
+            FleetRequire::Share(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+impl std::str::FromStr for FleetRequire {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.trim() == "all" {
+            return Ok(FleetRequire::All);
+        }
+        s.parse::<crate::units::Percent>()
+            .map(FleetRequire::Share)
+            .map_err(|e| format!("`require` is `all` or a share such as `95%`: {e}"))
+    }
+}
+
+impl Serialize for FleetRequire {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FleetRequire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for FleetRequire {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FleetRequire".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`all`, or the share of instances that must be GO, e.g. `95%`.",
+            "type": "string",
+            "pattern": "^(all|[0-9]+(\\.[0-9]+)?%)$",
+            "examples": ["all", "95%"]
+        })
+    }
 }
 
 /// The service under test and what preflight may do to it (its capabilities).

@@ -87,9 +87,9 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 |l| (repo_path(&l.file), l.line),
             );
             Issue {
-                description: format!("{} {}: {}", r.id, r.status.as_str(), r.summary),
+                description: format!("{} {}: {}", r.label(), r.status.as_str(), r.summary),
                 check_name: format!("preflight/{}", r.kind),
-                fingerprint: fingerprint(&["check", &path, &r.id, r.status.as_str()]),
+                fingerprint: fingerprint(&["check", &path, &r.label(), r.status.as_str()]),
                 severity: severity(r),
                 location: IssueLocation {
                     path,

@@ -44,7 +44,11 @@ pub fn write(report: &Report, out: &mut dyn Write) -> io::Result<()> {
                 r.severity.as_str()
             ),
         ));
-        let mut message = r.summary.clone();
+        // In a fleet, the instance leads the message (a title would show its `:` encoded).
+        let mut message = match &r.instance {
+            Some(i) => format!("{i}: {}", r.summary),
+            None => r.summary.clone(),
+        };
         if let Some(w) = &r.waived {
             message.push_str(&format!("\nwaived: {w}"));
         }

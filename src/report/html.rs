@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::io;
 
 use crate::outcome::{Chart, ChartKind};
-use crate::report::{RenderOpts, Report};
+use crate::report::{CheckResult, RenderOpts, Report, Verdict};
 
 const COLORS: [&str; 6] = [
     "#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2",
@@ -27,6 +27,15 @@ pub fn esc(s: &str) -> String {
         }
     }
     o
+}
+
+/// A result's anchor and link text: its id, after its instance in a fleet (`host:port/id`;
+/// an HTML id holds no spaces).
+fn anchor(r: &CheckResult) -> String {
+    esc(&match &r.instance {
+        Some(i) => format!("{i}/{}", r.id),
+        None => r.id.clone(),
+    })
 }
 
 fn status_class(s: &str) -> &'static str {
@@ -363,9 +372,34 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
     }
     // What did not pass, first, so a reader of a NO-GO sees why without scrolling. The
     // results below stay in policy order.
-    let attention: Vec<_> = report
-        .results
+    let ordered = report.results_by_instance();
+    if let Some(f) = &report.fleet {
+        let _ = write!(
+            h,
+            "<h2>Fleet</h2><p>{}.</p><table><tr><th>verdict</th><th>instance</th><th>checks</th><th>why</th></tr>",
+            esc(&f.line())
+        );
+        for i in report.instances_odd_first() {
+            let v = i.verdict.as_str();
+            let class = match i.verdict {
+                Verdict::Go => "PASS",
+                Verdict::NoGo => "FAIL",
+                Verdict::Inconclusive => "SKIP",
+            };
+            let _ = write!(
+                h,
+                "<tr><td><span class=\"badge {}\">{v}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                status_class(class),
+                esc(&i.name),
+                esc(&i.counts.line(i.counts.total())),
+                esc(&i.verdict_reason)
+            );
+        }
+        h.push_str("</table>");
+    }
+    let attention: Vec<_> = ordered
         .iter()
+        .copied()
         .filter(|r| needs_attention(r))
         .collect();
     if !attention.is_empty() {
@@ -383,7 +417,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
                 r.severity,
                 if r.blocking { ", blocking" } else { "" },
                 esc(&r.summary),
-                id = esc(&r.id)
+                id = anchor(r)
             );
         }
         h.push_str("</ul></div>");
@@ -403,7 +437,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         h.push_str("</table>");
     }
     h.push_str("<h2>Results</h2><table><tr><th>status</th><th>check</th><th>kind</th><th>severity</th><th>time</th><th>summary</th></tr>");
-    for r in &report.results {
+    for r in &ordered {
         let st = r.status.as_str();
         let _ = write!(
             h,
@@ -419,11 +453,11 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             if r.blocking { " (blocking)" } else { "" },
             r.duration_ms,
             esc(&r.summary),
-            id = esc(&r.id)
+            id = anchor(r)
         );
     }
     h.push_str("</table>");
-    for r in &report.results {
+    for r in &ordered {
         let st = r.status.as_str();
         let _ = write!(
             h,
@@ -438,7 +472,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             r.requests,
             r.attempts,
             esc(r.description.as_deref().unwrap_or(&r.summary)),
-            id = esc(&r.id)
+            id = anchor(r)
         );
         if r.description.is_some() {
             let _ = write!(h, "<p><strong>Found:</strong> {}</p>", esc(&r.summary));
@@ -540,6 +574,7 @@ mod tests {
             blocking: true,
             out_of_scope: false,
             location: None,
+            instance: None,
             waived: None,
             attempts: 1,
             duration_ms: 12,
@@ -598,6 +633,7 @@ mod tests {
                 result("leaky", Status::Fail, vec![chart(ChartKind::Scatter)]),
             ],
             canary: None,
+            fleet: None,
         }
     }
 

@@ -32,6 +32,57 @@ impl Paint {
     }
 }
 
+/// A table: a dim header, the first column coloured by the status `status_of` gives its row,
+/// the last column unpadded.
+fn table(
+    out: &mut dyn io::Write,
+    p: &Paint,
+    header: &[&str],
+    rows: &[Vec<String>],
+    status_of: impl Fn(&[String]) -> Option<Status>,
+) -> io::Result<()> {
+    let last = header.len() - 1;
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row.iter()) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())));
+    let head: Vec<String> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            if i == last {
+                h.to_string()
+            } else {
+                pad(h, width[i])
+            }
+        })
+        .collect();
+    writeln!(out, "  {}", p.dim(head.join("  ").trim_end()))?;
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.clone()
+                } else if i == 0 {
+                    match status_of(row) {
+                        Some(st) => p.status(st, &pad(c, width[0])),
+                        None => pad(c, width[0]),
+                    }
+                } else {
+                    pad(c, width[i])
+                }
+            })
+            .collect();
+        writeln!(out, "  {}", cells.join("  "))?;
+    }
+    Ok(())
+}
+
 pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io::Result<()> {
     let p = Paint(opts.color);
     writeln!(
@@ -65,8 +116,39 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
     }
     writeln!(out)?;
 
-    let rows: Vec<[String; 6]> = report
-        .results
+    if let Some(f) = &report.fleet {
+        writeln!(out, "{}: {}", p.bold("fleet"), f.line())?;
+        let rows: Vec<Vec<String>> = report
+            .instances_odd_first()
+            .iter()
+            .map(|i| {
+                vec![
+                    i.verdict.as_str().to_string(),
+                    i.name.clone(),
+                    i.counts.line(i.counts.total()),
+                    i.verdict_reason.clone(),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &p,
+            &["VERDICT", "INSTANCE", "CHECKS", "WHY"],
+            &rows,
+            |row| {
+                Some(match row[0].as_str() {
+                    "GO" => Status::Pass,
+                    "NO-GO" => Status::Fail,
+                    _ => Status::Inconclusive,
+                })
+            },
+        )?;
+        writeln!(out)?;
+    }
+
+    let fleet = report.fleet.is_some();
+    let ordered = report.results_by_instance();
+    let rows: Vec<Vec<String>> = ordered
         .iter()
         .map(|r| {
             let mut sev = r.severity.as_str().to_string();
@@ -75,51 +157,35 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
             } else if r.blocking {
                 sev.push_str(" (blocking)");
             }
-            [
-                r.status.as_str().to_string(),
+            let mut row = vec![r.status.as_str().to_string()];
+            if fleet {
+                row.push(r.instance.clone().unwrap_or_default());
+            }
+            row.extend([
                 r.id.clone(),
                 r.kind.clone(),
                 sev,
                 fmt_ms(r.duration_ms),
                 r.summary.clone(),
-            ]
+            ]);
+            row
         })
         .collect();
-    let header = ["STATUS", "CHECK", "KIND", "SEVERITY", "TIME", "SUMMARY"];
-    let mut width = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in width.iter_mut().zip(row.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let pad = |s: &str, w: usize| format!("{s}{}", " ".repeat(w.saturating_sub(s.chars().count())));
-    let head: Vec<String> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            if i == 5 {
-                h.to_string()
-            } else {
-                pad(h, width[i])
-            }
-        })
-        .collect();
-    writeln!(out, "  {}", p.dim(head.join("  ").trim_end()))?;
-    for (row, r) in rows.iter().zip(&report.results) {
-        writeln!(
-            out,
-            "  {}  {}  {}  {}  {}  {}",
-            p.status(r.status, &pad(&row[0], width[0])),
-            pad(&row[1], width[1]),
-            pad(&row[2], width[2]),
-            pad(&row[3], width[3]),
-            pad(&row[4], width[4]),
-            row[5]
-        )?;
-    }
+    let header: &[&str] = if fleet {
+        &[
+            "STATUS", "INSTANCE", "CHECK", "KIND", "SEVERITY", "TIME", "SUMMARY",
+        ]
+    } else {
+        &["STATUS", "CHECK", "KIND", "SEVERITY", "TIME", "SUMMARY"]
+    };
+    table(out, &p, header, &rows, |row| {
+        ordered
+            .iter()
+            .find(|r| r.status.as_str() == row[0])
+            .map(|r| r.status)
+    })?;
 
-    let not_passed: Vec<_> = report
-        .results
+    let not_passed: Vec<_> = ordered
         .iter()
         .filter(|r| r.status != Status::Pass)
         .collect();
@@ -132,7 +198,10 @@ pub fn write(report: &Report, out: &mut dyn io::Write, opts: &RenderOpts) -> io:
                 out,
                 "  {} {} [{}, {}]{}",
                 p.status(r.status, r.status.as_str()),
-                p.bold(&r.id),
+                p.bold(&match &r.instance {
+                    Some(i) => format!("{i} › {}", r.id),
+                    None => r.id.clone(),
+                }),
                 r.kind,
                 r.severity.as_str(),
                 if r.blocking { " — blocking" } else { "" }

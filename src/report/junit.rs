@@ -62,7 +62,7 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
         let _ = write!(
             x,
             "    <testcase name=\"{}\" classname=\"{}.{}\" time=\"{}\"",
-            esc(&r.id),
+            esc(&r.label()),
             esc(&report.policy.name),
             esc(&r.kind),
             secs(r.duration_ms)

@@ -55,9 +55,26 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
     for w in &report.target.warnings {
         writeln!(out, "> **Warning:** {}\n", cell(w))?;
     }
+    if let Some(f) = &report.fleet {
+        writeln!(out, "**Fleet:** {}.\n", f.line())?;
+        writeln!(out, "| Verdict | Instance | Checks | Why |")?;
+        writeln!(out, "|---|---|---|---|")?;
+        for i in report.instances_odd_first() {
+            writeln!(
+                out,
+                "| {} | `{}` | {} | {} |",
+                i.verdict.as_str(),
+                i.name,
+                i.counts.line(i.counts.total()),
+                cell(&i.verdict_reason)
+            )?;
+        }
+        writeln!(out)?;
+    }
+    let ordered = report.results_by_instance();
     writeln!(out, "| | Check | Kind | Severity | Result | Summary |")?;
     writeln!(out, "|---|---|---|---|---|---|")?;
-    for r in &report.results {
+    for r in &ordered {
         let mut sev = r.severity.as_str().to_string();
         if r.waived.is_some() {
             sev.push_str(" (waived)");
@@ -68,20 +85,20 @@ pub fn write(report: &Report, out: &mut dyn io::Write, _opts: &RenderOpts) -> io
             out,
             "| {} | `{}` | {} | {} | {} | {} |",
             icon(r.status),
-            r.id,
+            r.label(),
             r.kind,
             sev,
             r.status.as_str(),
             cell(&r.summary)
         )?;
     }
-    for r in report.results.iter().filter(|r| r.status != Status::Pass) {
+    for r in ordered.iter().filter(|r| r.status != Status::Pass) {
         writeln!(out)?;
         writeln!(
             out,
             "<details><summary>{} <code>{}</code> — {}: {}</summary>\n",
             icon(r.status),
-            html(&r.id),
+            html(&r.label()),
             r.status.as_str(),
             html(&r.summary)
         )?;

@@ -282,118 +282,42 @@ pub fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: impl 
     );
 }
 
-/// The Rust heap as the binary's allocator sees it (`main.rs`): exact, unlike the RSS, which
+/// The Rust heap as the binary's allocator counts it (`main.rs`): exact, unlike the RSS, which
 /// moves with the allocator's arenas and page reuse. SQLite's own page cache is C `malloc` and
 /// is not in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heap {
-    /// Bytes allocated and not yet freed (jemalloc's `stats.allocated`; with the counting
-    /// allocator, bytes allocated minus bytes freed).
+    /// Bytes allocated and not yet freed.
     pub live_bytes: u64,
-    /// Bytes in the allocator's active pages: live data plus its fragmentation (jemalloc only).
-    pub active_bytes: Option<u64>,
-    /// Bytes of the allocator's physically resident pages, its metadata included (jemalloc only).
-    pub resident_bytes: Option<u64>,
 }
 
-/// The statistics of the binary's global allocator, or `None` where it keeps none (a build
-/// without the `heap-stats` feature, or this library linked into a test or a benchmark, where
-/// jemalloc is linked but not the allocator): an absent series rather than a zero that would
-/// read as "the heap is empty".
+/// The live-heap counter of the binary's global allocator, installed by the binary
+/// (`main.rs`): the library alone cannot name the allocator a program links it with.
+static LIVE_HEAP: std::sync::OnceLock<fn() -> u64> = std::sync::OnceLock::new();
+
+/// Called by a binary whose global allocator counts its live bytes, before anything reads
+/// [`heap`]. A second call is ignored.
+pub fn count_heap_with(live_bytes: fn() -> u64) {
+    let _ = LIVE_HEAP.set(live_bytes);
+}
+
+/// The live heap, or `None` where no counting allocator is installed (a build without the
+/// `heap-stats` feature, or this library linked into a test or a benchmark): an absent series
+/// rather than a zero that would read as "the heap is empty".
 pub fn heap() -> Option<Heap> {
-    #[cfg(feature = "heap-stats")]
-    {
-        use tikv_jemalloc_ctl::{epoch, stats};
-        if !JEMALLOC_IS_GLOBAL.load(Relaxed) || tcache_on() {
-            return None;
-        }
-        // The statistics are a snapshot refreshed by advancing the epoch.
-        epoch::advance().ok()?;
-        let live = stats::allocated::read().ok()? as u64;
-        Heap::live(live).map(|h| Heap {
-            active_bytes: stats::active::read().ok().map(|v| v as u64),
-            resident_bytes: stats::resident::read().ok().map(|v| v as u64),
-            ..h
-        })
-    }
-    #[cfg(all(feature = "counting-alloc", not(feature = "heap-stats")))]
-    {
-        let s = stats_alloc::INSTRUMENTED_SYSTEM.stats();
-        // stats_alloc adds a realloc's growth to `bytes_allocated` and its shrinking to
-        // `bytes_deallocated` (`bytes_reallocated` only repeats the net change).
-        Heap::live(s.bytes_allocated.saturating_sub(s.bytes_deallocated) as u64)
-    }
-    #[cfg(not(any(feature = "heap-stats", feature = "counting-alloc")))]
-    {
-        None
-    }
-}
-
-/// Set by the binary when jemalloc is its global allocator (`main.rs`): linked into a test
-/// or a benchmark, jemalloc is present but allocates only for itself.
-#[cfg(feature = "heap-stats")]
-static JEMALLOC_IS_GLOBAL: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
-
-/// Called by the binary that installs jemalloc as its global allocator, before anything
-/// reads [`heap`].
-#[cfg(feature = "heap-stats")]
-pub fn jemalloc_is_global() {
-    JEMALLOC_IS_GLOBAL.store(true, Relaxed);
-}
-
-/// Whether jemalloc's thread caches are on. They hold freed blocks that its statistics still
-/// count as allocated, and fill and drain in bursts (measured: a steady −650 B per graph build
-/// on the good profile, a 64-byte leak hidden in it), so the live-heap series is exported only
-/// with them off: `.cargo/config.toml` builds jemalloc with `tcache:false`, and
-/// `_RJEM_MALLOC_CONF=tcache:true` at run time turns the series off rather than make it lie.
-#[cfg(feature = "heap-stats")]
-pub fn tcache_on() -> bool {
-    tikv_jemalloc_ctl::opt::tcache::read().unwrap_or(true)
+    LIVE_HEAP.get().map(|read| Heap { live_bytes: read() })
 }
 
 impl Heap {
-    /// Live bytes alone; zero means the allocator keeping them is not the one in use.
-    #[cfg_attr(
-        not(any(feature = "heap-stats", feature = "counting-alloc")),
-        allow(dead_code)
-    )]
-    fn live(live_bytes: u64) -> Option<Heap> {
-        (live_bytes > 0).then_some(Heap {
-            live_bytes,
-            active_bytes: None,
-            resident_bytes: None,
-        })
-    }
-
-    /// `heap_live_bytes`, and where the allocator keeps them `heap_active_bytes` and
-    /// `heap_resident_bytes`.
+    /// `heap_live_bytes`.
     pub fn render(&self, out: &mut String) {
         sample(
             out,
             "heap_live_bytes",
             "gauge",
-            "Bytes allocated on the heap and not yet freed (exact, from the allocator's statistics).",
+            "Bytes allocated on the heap and not yet freed (exact, counted by the allocator).",
             self.live_bytes,
         );
-        if let Some(v) = self.active_bytes {
-            sample(
-                out,
-                "heap_active_bytes",
-                "gauge",
-                "Bytes in the allocator's active pages: live data and its fragmentation.",
-                v,
-            );
-        }
-        if let Some(v) = self.resident_bytes {
-            sample(
-                out,
-                "heap_resident_bytes",
-                "gauge",
-                "Bytes of the allocator's pages resident in memory, its metadata included.",
-                v,
-            );
-        }
     }
 }
 
@@ -417,28 +341,16 @@ pub fn resident_memory_bytes() -> u64 {
 mod tests {
     use super::*;
 
+    /// Unit tests run without a counting allocator: the series stays absent, and the page
+    /// shows an installed figure as is.
     #[test]
-    fn heap_series_are_absent_where_the_allocator_keeps_none() {
-        assert_eq!(Heap::live(0), None, "not the allocator in use: no series");
-        let h = Heap {
-            active_bytes: Some(4096),
-            ..Heap::live(700).unwrap()
-        };
-        let mut page = String::new();
-        h.render(&mut page);
-        for line in [
-            "# TYPE heap_live_bytes gauge\nheap_live_bytes 700\n",
-            "# TYPE heap_active_bytes gauge\nheap_active_bytes 4096\n",
-        ] {
-            assert!(page.contains(line), "{line:?} not in {page}");
-        }
-        assert!(!page.contains("heap_resident_bytes"), "{page}");
-    }
-
-    /// Unit tests do not run under jemalloc (only the binary installs it): linked but unused,
-    /// it reports nothing allocated, and the series stay absent.
-    #[test]
-    fn the_library_alone_exports_no_heap() {
+    fn the_heap_series_is_absent_until_an_allocator_counts() {
         assert_eq!(heap(), None);
+        let mut page = String::new();
+        Heap { live_bytes: 700 }.render(&mut page);
+        assert!(
+            page.ends_with("# TYPE heap_live_bytes gauge\nheap_live_bytes 700\n"),
+            "{page}"
+        );
     }
 }

@@ -434,6 +434,7 @@ pub(crate) fn fixed_report() -> Report {
         ],
         results: vec![pass, fail, err, skip, waived, low],
         canary: None,
+        fleet: None,
     }
 }
 

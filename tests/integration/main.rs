@@ -18,6 +18,7 @@ mod exercise;
 mod fakes_a;
 mod fakes_b;
 mod faults;
+mod fleet;
 mod init;
 mod install;
 mod limiters;

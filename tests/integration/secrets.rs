@@ -76,6 +76,7 @@ async fn run(url: &str, redact: bool) -> Vec<(Format, String)> {
         secrets: if redact { loaded.secrets } else { vec![] },
         attestor: None,
         identify: false,
+        disturbing: None,
         source_addresses: vec![],
     })
     .await

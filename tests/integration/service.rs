@@ -755,7 +755,6 @@ async fn metrics_expose_every_documented_name() {
         "ticks_ingested_total",
         "process_resident_memory_bytes",
         "heap_live_bytes",
-        "heap_active_bytes",
     ] {
         assert!(m.contains(name), "{name} missing");
     }
