@@ -464,3 +464,78 @@ async fn max_disturbed_keeps_disturbing_checks_apart_across_instances() {
     }
     drop(services);
 }
+
+/// `--targets prometheus:URL?match=…` against a real Prometheus: the fleet is the active
+/// targets of one job, the other job's target left out by the matcher; each instance named
+/// as Prometheus names it, and checked.
+#[tokio::test]
+async fn a_fleet_from_a_real_prometheus_servers_active_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let (services, _) = fleet(dir.path(), 3, &["regressions/no-shedding.yaml"], &token);
+    let (fleet_urls, other) = services.split_at(3);
+    let mut scrape: Vec<(&str, &str)> =
+        fleet_urls.iter().map(|s| ("api", s.url.as_str())).collect();
+    scrape.push(("other", other[0].url.as_str()));
+    let Some(prom) = crate::prom_server::start(&scrape).await else {
+        return;
+    };
+    prom.wait_for("api", 3, "up{job=\"api\"}", Duration::from_secs(60))
+        .await;
+    prom.wait_for("other", 1, "up{job=\"other\"}", Duration::from_secs(60))
+        .await;
+    policy(dir.path(), "{require: all}");
+    let source = format!("prometheus:{}?match={{job=\"api\"}}", prom.url);
+    let dir_path = dir.path().to_path_buf();
+    let token2 = token.clone();
+    let (code, err) = tokio::task::spawn_blocking(move || {
+        preflight(
+            &[
+                "check",
+                "fleet-policy.yaml",
+                "--targets",
+                &source,
+                "--admin-token",
+                &token2,
+                "--format",
+                "json",
+                "--no-progress",
+                "-o",
+                "prom.json",
+            ],
+            &dir_path,
+        )
+    })
+    .await
+    .unwrap();
+    let report = read(dir.path(), "prom.json");
+    assert_eq!(code, 0, "{err}\n{:#}", report["fleet"]);
+    let instances = report["fleet"]["instances"].as_array().unwrap();
+    let mut names: Vec<&str> = instances
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = fleet_urls
+        .iter()
+        .map(|s| s.url.trim_start_matches("http://").to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        names, expected,
+        "the api job only, named by its instance label"
+    );
+    for i in instances {
+        assert_eq!(i["labels"]["job"], "api");
+        assert_eq!(i["verdict"], "GO", "{i:#}");
+    }
+    assert_eq!(
+        report["fleet"]["source"]
+            .as_str()
+            .unwrap()
+            .split('?')
+            .nth(1),
+        Some("match={job=\"api\"}")
+    );
+    drop(services);
+}
