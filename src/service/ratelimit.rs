@@ -251,7 +251,7 @@ impl Limiter {
     /// The client address: the peer, or the right-most untrusted `X-Forwarded-For` entry
     /// when the peer is a trusted proxy (entries appended by trusted proxies are skipped).
     pub fn client_ip(&self, peer: IpAddr, forwarded: Option<&[u8]>) -> IpAddr {
-        if !self.is_trusted(peer) {
+        if !self.trusts(peer) {
             return peer;
         }
         let Some(raw) = forwarded.and_then(|f| std::str::from_utf8(f).ok()) else {
@@ -262,7 +262,7 @@ impl Limiter {
             match entry.trim().parse::<IpAddr>() {
                 Ok(ip) => {
                     client = ip;
-                    if !self.is_trusted(ip) {
+                    if !self.trusts(ip) {
                         break;
                     }
                 }
@@ -272,7 +272,8 @@ impl Limiter {
         client
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is a configured trusted proxy, whose `X-Forwarded-For` names the client.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
