@@ -521,7 +521,7 @@ async fn bench_fleet() {
 
 async fn fleet_case(what: &str, config: &str, file: &Path) {
     use preflight::engine::fleet::{Fleet, check_fleet};
-    use preflight::engine::run::{CheckOptions, NoProgress, check};
+    use preflight::engine::run::{CheckOptions, check};
     use preflight::policy::model::FleetSpec;
     use preflight::probe::discovery::Instance;
     const N: usize = 20;
@@ -544,25 +544,7 @@ async fn fleet_case(what: &str, config: &str, file: &Path) {
             concurrency,
             ..FleetSpec::default()
         });
-        CheckOptions {
-            policy,
-            policy_files: vec![file.to_path_buf()],
-            target: None,
-            admin_token: None,
-            source_addresses: vec![],
-            config: None,
-            only: vec![],
-            skip: vec![],
-            fail_fast: false,
-            concurrency: 4,
-            exe: exe(),
-            today: chrono::Local::now().date_naive(),
-            progress: Arc::new(NoProgress),
-            secrets: vec![],
-            attestor: None,
-            identify: false,
-            disturbing: None,
-        }
+        CheckOptions::new(policy, vec![file.to_path_buf()], exe())
     };
     let runs: usize = std::env::var("BENCH_FLEET_RUNS")
         .ok()

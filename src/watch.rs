@@ -33,7 +33,7 @@ use serde::Serialize;
 use tokio::sync::RwLock;
 
 use crate::checks::Exclusivity;
-use crate::engine::run::{CheckFailure, CheckOptions, NoProgress};
+use crate::engine::run::{CheckFailure, CheckOptions};
 use crate::outcome::Status;
 use crate::policy::schedule::Schedule;
 use crate::policy::{Check, Policy};
@@ -520,23 +520,16 @@ impl Runner {
     /// One run of a group: the engine against the instance as a remote target.
     async fn once(&self, job: &Job) -> Report {
         let opts = CheckOptions {
-            policy: job.policy.clone(),
-            policy_files: self.policy_files.clone(),
             target: Some(job.url.clone()),
             admin_token: self.admin_token.clone(),
-            source_addresses: vec![],
-            config: None,
-            only: vec![],
-            skip: vec![],
-            fail_fast: false,
             concurrency: self.concurrency,
-            exe: self.exe.clone(),
-            today: chrono::Local::now().date_naive(),
-            progress: Arc::new(NoProgress),
             secrets: self.secrets.clone(),
-            attestor: None,
-            identify: false,
             disturbing: Some(self.disturbing.clone()),
+            ..CheckOptions::new(
+                job.policy.clone(),
+                self.policy_files.clone(),
+                self.exe.clone(),
+            )
         };
         match crate::engine::run::check(opts).await {
             Ok(r) => r,

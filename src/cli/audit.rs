@@ -400,18 +400,10 @@ fn audit_run(args: RunArgs) -> Result<u8, Error> {
         args.trail.display()
     );
     let check = CheckOptions {
-        policy: loaded.policy,
-        policy_files: loaded.files,
         target: args.target,
         admin_token: args.admin_token,
-        source_addresses: vec![],
         config: args.config,
-        only: vec![],
-        skip: vec![],
-        fail_fast: false,
         concurrency: 1,
-        exe: std::env::current_exe()?,
-        today: chrono::Local::now().date_naive(),
         progress: Arc::new(Sections {
             by_check,
             shown: Mutex::new(None),
@@ -422,7 +414,7 @@ fn audit_run(args: RunArgs) -> Result<u8, Error> {
             operator: operator.clone(),
         })),
         identify: true,
-        disturbing: None,
+        ..CheckOptions::new(loaded.policy, loaded.files, std::env::current_exe()?)
     };
     let opts = audit::Options {
         runbook,

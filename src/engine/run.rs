@@ -118,6 +118,33 @@ pub struct CheckOptions {
     pub disturbing: Option<Arc<tokio::sync::Semaphore>>,
 }
 
+impl CheckOptions {
+    /// A run of `policy` against its own target (or a spawned service) with the defaults of
+    /// `preflight check`: every check, four at a time, no fail-fast, today's date, no progress
+    /// shown, nothing redacted; set the other fields with struct update syntax.
+    pub fn new(policy: Policy, policy_files: Vec<PathBuf>, exe: PathBuf) -> CheckOptions {
+        CheckOptions {
+            policy,
+            policy_files,
+            target: None,
+            admin_token: None,
+            source_addresses: vec![],
+            config: None,
+            only: vec![],
+            skip: vec![],
+            fail_fast: false,
+            concurrency: 4,
+            exe,
+            today: chrono::Local::now().date_naive(),
+            progress: Arc::new(NoProgress),
+            secrets: vec![],
+            attestor: None,
+            identify: false,
+            disturbing: None,
+        }
+    }
+}
+
 /// Why nothing ran.
 #[derive(Debug)]
 pub enum CheckFailure {
@@ -887,23 +914,13 @@ mod tests {
 
     fn opts() -> CheckOptions {
         CheckOptions {
-            policy: policy(serde_json::json!(null)),
-            policy_files: vec![],
-            target: None,
-            admin_token: None,
-            source_addresses: vec![],
-            config: None,
-            only: vec![],
-            skip: vec![],
-            fail_fast: false,
             concurrency: 1,
-            exe: PathBuf::from("preflight"),
             today: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
-            progress: Arc::new(NoProgress),
-            secrets: vec![],
-            attestor: None,
-            identify: false,
-            disturbing: None,
+            ..CheckOptions::new(
+                policy(serde_json::json!(null)),
+                vec![],
+                PathBuf::from("preflight"),
+            )
         }
     }
 

@@ -411,23 +411,13 @@ async fn max_disturbed_keeps_disturbing_checks_apart_across_instances() {
             })
             .collect::<Vec<_>>();
         let opts = preflight::engine::run::CheckOptions {
-            policy: loaded.policy,
-            policy_files: vec![path],
-            target: None,
             admin_token: Some(token.clone()),
-            source_addresses: vec![],
-            config: None,
-            only: vec![],
-            skip: vec![],
-            fail_fast: false,
-            concurrency: 4,
-            exe: env!("CARGO_BIN_EXE_preflight").into(),
-            today: chrono::Local::now().date_naive(),
             progress: timeline.clone(),
-            secrets: vec![],
-            attestor: None,
-            identify: false,
-            disturbing: None,
+            ..preflight::engine::run::CheckOptions::new(
+                loaded.policy,
+                vec![path],
+                env!("CARGO_BIN_EXE_preflight").into(),
+            )
         };
         let report = tokio::time::timeout(
             Duration::from_secs(240),

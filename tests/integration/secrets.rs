@@ -2,10 +2,9 @@
 //! expected body never appears in any report format, even when the target echoes it back.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
-use preflight::engine::run::{CheckOptions, NoProgress};
+use preflight::engine::run::CheckOptions;
 use preflight::policy::{Options, load_str};
 use preflight::report::{self, Format, RenderOpts};
 
@@ -60,24 +59,17 @@ async fn run(url: &str, redact: bool) -> Vec<(Format, String)> {
         loaded.secrets.iter().any(|s| s.expose() == SECRET),
         "the loader returns the interpolated value"
     );
+    let secrets = if redact { loaded.secrets } else { vec![] };
     let report = preflight::engine::run::check(CheckOptions {
-        policy: loaded.policy,
-        policy_files: vec![PathBuf::from("secrets.yaml")],
         target: Some(url.to_string()),
-        admin_token: None,
-        config: None,
-        only: vec![],
-        skip: vec![],
-        fail_fast: false,
         concurrency: 1,
-        exe: PathBuf::from(env!("CARGO_BIN_EXE_preflight")),
         today: chrono::NaiveDate::from_ymd_opt(2026, 6, 1).expect("a date"),
-        progress: Arc::new(NoProgress),
-        secrets: if redact { loaded.secrets } else { vec![] },
-        attestor: None,
-        identify: false,
-        disturbing: None,
-        source_addresses: vec![],
+        secrets,
+        ..CheckOptions::new(
+            loaded.policy,
+            vec![PathBuf::from("secrets.yaml")],
+            PathBuf::from(env!("CARGO_BIN_EXE_preflight")),
+        )
     })
     .await
     .expect("the run starts");
