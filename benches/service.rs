@@ -17,16 +17,17 @@
 //!    batching avoids) — goal: p99 unchanged (issue 16).
 //! 7. the shipped server as a process (`preflight serve` of this build, `config/core.yaml`
 //!    with shedding and snapshots off): the server's CPU time per request (every thread's,
-//!    from `/proc/PID/task/*/schedstat`, so the load generator's CPU is not in the figure)
-//!    and its throughput, for the limiter off, on (accepting, as shipped: jemalloc with its
-//!    statistics) and on in a binary with the system allocator and no heap statistics
+//!    from `/proc/PID/stat`, so the load generator's CPU is not in the figure)
+//!    and its throughput, for the limiter off, on (accepting, as shipped: jemalloc with the
+//!    live-heap counter) and on in a binary with the system allocator and no heap statistics
 //!    (`BENCH_BASELINE_BIN`: a `preflight` built with `--no-default-features`;
 //!    scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %, the heap statistics
 //!    ≤ 1 point (issue 14) — and, with `BENCH_OTHER_BIN`, another build (the script's: the
 //!    system allocator wrapped in counters) against the baseline. `BENCH_ONLY=cpu`;
 //!    `BENCH_RUNS` as above.
 //!
-//! `BENCH_RUNS` sets the interleaved HTTP runs (default 5). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
+//! `BENCH_RUNS` sets the interleaved HTTP runs (default 5); `BENCH_PIN=CPU` runs (7)'s servers on
+//! that CPU alone (`taskset`; run the bench itself under `taskset -c` another). `BENCH_EVENTS` sets the large event count (default 1000000; the goal quotes 10M).
 //! `BENCH_ONLY=limiter` runs only (3) and (4), e.g. under `perf record`; `BENCH_ONLY=http`
 //! only (1) and (2); `BENCH_ONLY=prune` only (6) (`BENCH_PRUNE_ROWS` old rows, default 200000;
 //! `BENCH_PRUNE_BATCH` rows per batch, default 250 as `store.prune_batch`).
@@ -530,7 +531,18 @@ impl Server {
         let config = dir.path().join("bench.yaml");
         let core = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/core.yaml");
         std::fs::write(&config, format!("extends: {}\n{overrides}", core.display())).unwrap();
-        let mut child = std::process::Command::new(bin)
+        // `BENCH_PIN=CPU`: the server runs on that CPU alone (taskset), apart from the load
+        // generator (run the bench itself under `taskset -c OTHER`), so the two do not trade
+        // places on the cores between runs.
+        let mut command = match std::env::var("BENCH_PIN") {
+            Ok(cpu) => {
+                let mut c = std::process::Command::new("taskset");
+                c.args(["-c", &cpu]).arg(bin);
+                c
+            }
+            Err(_) => std::process::Command::new(bin),
+        };
+        let mut child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -578,6 +590,12 @@ fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
     (at(0.25), at(0.5), at(0.75))
 }
 
+/// A variant's name in the figures: `var` if set (`BENCH_BASELINE_NAME`, `BENCH_OTHER_NAME`),
+/// else `default`.
+fn label(var: &str, default: &'static str) -> &'static str {
+    std::env::var(var).map_or(default, |v| Box::leak(v.into_boxed_str()))
+}
+
 async fn cpu_bench() {
     const ACCEPTING: &str =
         "rate_limit: {enabled: true, burst: 1000000000, per_second: 1000000000, exempt: []}\n";
@@ -591,7 +609,7 @@ async fn cpu_bench() {
     ];
     match std::env::var_os("BENCH_BASELINE_BIN") {
         Some(bin) => servers.push((
-            "limiter on, system, no heap stats",
+            label("BENCH_BASELINE_NAME", "limiter on, system, no heap stats"),
             Server::start(bin.as_ref(), &on),
         )),
         None => println!(
@@ -600,7 +618,7 @@ async fn cpu_bench() {
     }
     if let Some(bin) = std::env::var_os("BENCH_OTHER_BIN") {
         servers.push((
-            "limiter on, BENCH_OTHER_BIN",
+            label("BENCH_OTHER_NAME", "limiter on, BENCH_OTHER_BIN"),
             Server::start(bin.as_ref(), &on),
         ));
     }
@@ -638,12 +656,17 @@ async fn cpu_bench() {
     let ratio = |v: &[Vec<f64>; 4], a: usize, b: usize| -> Vec<f64> {
         (0..runs).map(|r| v[a][r] / v[b][r]).collect()
     };
+    let (baseline, other) = (
+        &servers.get(2).map_or("", |s| s.0),
+        &servers.get(3).map_or("", |s| s.0),
+    );
     let pairs = [
-        ("limiter on / off", 1, 0),
-        ("shipped / system, no heap stats", 1, 2),
-        ("other / system, no heap stats", 3, 2),
+        ("limiter on / off".to_string(), 1, 0),
+        (format!("shipped / {baseline}"), 1, 2),
+        (format!("{other} / {baseline}"), 3, 2),
     ];
-    for &(what, a, b) in pairs.iter().take(servers.len() - 1) {
+    for (what, a, b) in pairs.iter().take(servers.len() - 1) {
+        let (a, b) = (*a, *b);
         let (c25, c50, c75) = quartiles(ratio(&cpu, a, b));
         let (t25, t50, t75) = quartiles(ratio(&rate, a, b));
         println!(

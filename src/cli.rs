@@ -84,6 +84,41 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `preflight status` alone. A tmux status bar starts it every few seconds, and building the
+/// whole command line (every subcommand and argument) was a quarter of its instructions, so
+/// [`parse`] tries this first; help, `--version` and every error go to [`Cli`], which
+/// describes `status` with the same [`StatusArgs`].
+#[derive(Debug, Parser)]
+#[command(name = "preflight")]
+struct StatusOnly {
+    #[command(subcommand)]
+    command: StatusCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum StatusCommand {
+    Status(StatusArgs),
+}
+
+/// The command line: `preflight status …` by its own small parser when it parses as one,
+/// everything else (and every help or error) by the full [`Cli`].
+pub fn parse() -> Cli {
+    parse_from(std::env::args_os().collect())
+}
+
+fn parse_from(args: Vec<std::ffi::OsString>) -> Cli {
+    if args.get(1).is_some_and(|a| a == "status")
+        && let Ok(StatusOnly {
+            command: StatusCommand::Status(status),
+        }) = StatusOnly::try_parse_from(&args)
+    {
+        return Cli {
+            command: Command::Status(status),
+        };
+    }
+    Cli::parse_from(args)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Prove a policy against a running service: GO / NO-GO / INCONCLUSIVE.
@@ -595,8 +630,6 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         return Ok(exit::USAGE);
     };
     let opts = CheckOptions {
-        policy: loaded.policy,
-        policy_files: loaded.files,
         target: args.target,
         admin_token: args.admin_token,
         source_addresses: args.source_addresses,
@@ -605,13 +638,9 @@ fn check(args: CheckArgs) -> Result<u8, Error> {
         skip: args.skip,
         fail_fast: args.fail_fast,
         concurrency: args.concurrency.into(),
-        exe: std::env::current_exe()?,
-        today: chrono::Local::now().date_naive(),
         progress,
         secrets: loaded.secrets,
-        attestor: None,
-        identify: false,
-        disturbing: None,
+        ..CheckOptions::new(loaded.policy, loaded.files, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let run = async {
@@ -1169,4 +1198,56 @@ fn schema() -> Result<u8, Error> {
         serde_json::to_string_pretty(&preflight::policy::schema::schema())?
     );
     Ok(exit::GO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<std::ffi::OsString> {
+        v.iter().map(Into::into).collect()
+    }
+
+    fn status(cli: Cli) -> (PathBuf, String) {
+        match cli.command {
+            Command::Status(s) => (s.data_dir, s.format),
+            other => panic!("not status: {other:?}"),
+        }
+    }
+
+    /// The small parser reads `status` exactly as the full one does, defaults included.
+    #[test]
+    fn the_status_fast_path_parses_as_the_full_command_line() {
+        for v in [
+            &["preflight", "status"][..],
+            &["preflight", "status", "--format", "json"],
+            &[
+                "preflight",
+                "status",
+                "--data-dir",
+                "/var/lib/core",
+                "--format=tmux",
+            ],
+        ] {
+            let full = Cli::try_parse_from(args(v)).expect("the full parser takes it");
+            assert!(StatusOnly::try_parse_from(args(v)).is_ok(), "{v:?}");
+            assert_eq!(status(parse_from(args(v))), status(full), "{v:?}");
+        }
+    }
+
+    /// Help, version and errors are the full parser's: the small one refuses them.
+    #[test]
+    fn the_status_fast_path_leaves_help_and_errors_to_the_full_parser() {
+        for v in [
+            &["preflight", "status", "--help"][..],
+            &["preflight", "status", "--version"],
+            &["preflight", "status", "--bogus"],
+        ] {
+            assert!(StatusOnly::try_parse_from(args(v)).is_err(), "{v:?}");
+        }
+        assert!(matches!(
+            parse_from(args(&["preflight", "lint", "status"])).command,
+            Command::Lint(_)
+        ));
+    }
 }

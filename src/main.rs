@@ -4,8 +4,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser as _;
-
 mod cli;
 
 /// jemalloc wrapped in a live-byte counter, so the service can export its exact live heap
@@ -42,7 +40,7 @@ fn live_heap() -> u64 {
 fn main() -> ExitCode {
     #[cfg(any(feature = "heap-stats", feature = "counting-alloc"))]
     preflight::service::metrics::count_heap_with(live_heap);
-    let cli = cli::Cli::parse();
+    let cli = cli::parse();
     match cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
