@@ -358,3 +358,21 @@ fn the_github_action_check_step_runs_as_a_runner_would() {
     .unwrap();
     assert_eq!(report["verdict"], "NO-GO");
 }
+
+/// build.rs links the executable at a fixed address on Linux, so the loader has nothing to
+/// relocate when `preflight status` starts (docs/benchmarks.md, issue 13): the ELF type is
+/// `ET_EXEC` (2), not the position-independent `ET_DYN` (3) — unless the build asked for
+/// one with `PREFLIGHT_PIE`.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_executable_is_linked_at_a_fixed_address() {
+    use std::io::Read as _;
+    let mut head = [0u8; 18];
+    std::fs::File::open(env!("CARGO_BIN_EXE_preflight"))
+        .and_then(|mut f| f.read_exact(&mut head))
+        .unwrap();
+    assert_eq!(&head[..4], b"\x7fELF");
+    let e_type = u16::from_le_bytes([head[16], head[17]]);
+    let pie_asked = option_env!("PREFLIGHT_PIE").is_some_and(|v| !v.is_empty() && v != "0");
+    assert_eq!(e_type, if pie_asked { 3 } else { 2 }, "ELF e_type");
+}
