@@ -128,14 +128,7 @@ impl Service {
     }
 
     pub async fn metrics(&self) -> String {
-        preflight::http_client::client()
-            .get(self.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        get_text(&self.url("/metrics")).await
     }
 
     /// The value of one unlabelled or labelled series in `/metrics`.
@@ -185,6 +178,18 @@ pub fn random_token() -> String {
     (0..32)
         .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
         .collect()
+}
+
+/// The body of `url` as text, whatever its status.
+pub async fn get_text(url: &str) -> String {
+    preflight::http_client::client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 pub async fn get_json(c: &reqwest::Client, url: &str) -> (u16, Value) {

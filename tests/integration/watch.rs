@@ -74,14 +74,7 @@ impl Watch {
     }
 
     async fn get(&self, path: &str) -> String {
-        preflight::http_client::client()
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        crate::support::get_text(&format!("{}{path}", self.url)).await
     }
 
     async fn document(&self) -> Value {
