@@ -19,7 +19,8 @@
 //!    with shedding and snapshots off): the server's CPU time per request (every thread's,
 //!    from `/proc/PID/stat`, so the load generator's CPU is not in the figure)
 //!    and its throughput, for the limiter off, on (accepting, as shipped: jemalloc with the
-//!    live-heap counter) and on in a binary with the system allocator and no heap statistics
+//!    live-heap counter, `RateLimit-*` only near the limit, so none here), on with
+//!    `headers: always` (three headers on every answer), and on in a binary with the system allocator and no heap statistics
 //!    (`BENCH_BASELINE_BIN`: a `preflight` built with `--no-default-features`;
 //!    scripts/bench-heap-cost builds it) — goals: the limiter ≤ 3 %, the heap statistics
 //!    ≤ 1 point (issue 14) — and, with `BENCH_OTHER_BIN`, another build (the script's: the
@@ -597,30 +598,45 @@ fn label(var: &str, default: &'static str) -> &'static str {
 }
 
 async fn cpu_bench() {
-    const ACCEPTING: &str =
-        "rate_limit: {enabled: true, burst: 1000000000, per_second: 1000000000, exempt: []}\n";
+    const ACCEPTING: &str = "enabled: true, burst: 1000000000, per_second: 1000000000, exempt: []";
     let base = "shedding: {enabled: false}\nsnapshot: {enabled: false}\n";
     let off = format!("{base}rate_limit: {{enabled: false, exempt: []}}\n");
-    let on = format!("{base}{ACCEPTING}");
+    let on = format!("{base}rate_limit: {{{ACCEPTING}}}\n");
+    let always = format!("{base}rate_limit: {{{ACCEPTING}, headers: always}}\n");
     let shipped = std::path::Path::new(env!("CARGO_BIN_EXE_preflight"));
     let mut servers = vec![
         ("limiter off", Server::start(shipped, &off)),
         ("limiter on (shipped)", Server::start(shipped, &on)),
+        (
+            "limiter on, headers: always",
+            Server::start(shipped, &always),
+        ),
+    ];
+    // (what, numerator, denominator), indices into `servers`.
+    let mut pairs = vec![
+        ("limiter on / off".to_string(), 1, 0),
+        ("on, headers: always / off".to_string(), 2, 0),
     ];
     match std::env::var_os("BENCH_BASELINE_BIN") {
-        Some(bin) => servers.push((
-            label("BENCH_BASELINE_NAME", "limiter on, system, no heap stats"),
-            Server::start(bin.as_ref(), &on),
-        )),
+        Some(bin) => {
+            let name = label("BENCH_BASELINE_NAME", "limiter on, system, no heap stats");
+            pairs.push((format!("shipped / {name}"), 1, servers.len()));
+            servers.push((name, Server::start(bin.as_ref(), &on)));
+        }
         None => println!(
             "(BENCH_BASELINE_BIN unset: the heap statistics' cost is not measured; scripts/bench-heap-cost)"
         ),
     }
     if let Some(bin) = std::env::var_os("BENCH_OTHER_BIN") {
-        servers.push((
-            label("BENCH_OTHER_NAME", "limiter on, BENCH_OTHER_BIN"),
-            Server::start(bin.as_ref(), &on),
-        ));
+        let name = label("BENCH_OTHER_NAME", "limiter on, BENCH_OTHER_BIN");
+        if let Some(&(_, _, baseline)) = pairs.get(2) {
+            pairs.push((
+                format!("{name} / {}", servers[baseline].0),
+                servers.len(),
+                baseline,
+            ));
+        }
+        servers.push((name, Server::start(bin.as_ref(), &on)));
     }
     for (_, s) in &servers {
         let _ = load(&format!("{}/healthz", s.url)).await; // warm-up
@@ -629,8 +645,8 @@ async fn cpu_bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(RUNS);
-    let mut cpu: [Vec<f64>; 4] = Default::default();
-    let mut rate: [Vec<f64>; 4] = Default::default();
+    let mut cpu = vec![Vec::new(); servers.len()];
+    let mut rate = vec![Vec::new(); servers.len()];
     for run in 0..runs {
         for k in 0..servers.len() {
             let i = (run + k) % servers.len();
@@ -653,22 +669,12 @@ async fn cpu_bench() {
             median(cpu[i].clone()) / 1000.0
         );
     }
-    let ratio = |v: &[Vec<f64>; 4], a: usize, b: usize| -> Vec<f64> {
+    let ratio = |v: &[Vec<f64>], a: usize, b: usize| -> Vec<f64> {
         (0..runs).map(|r| v[a][r] / v[b][r]).collect()
     };
-    let (baseline, other) = (
-        &servers.get(2).map_or("", |s| s.0),
-        &servers.get(3).map_or("", |s| s.0),
-    );
-    let pairs = [
-        ("limiter on / off".to_string(), 1, 0),
-        (format!("shipped / {baseline}"), 1, 2),
-        (format!("{other} / {baseline}"), 3, 2),
-    ];
-    for (what, a, b) in pairs.iter().take(servers.len() - 1) {
-        let (a, b) = (*a, *b);
-        let (c25, c50, c75) = quartiles(ratio(&cpu, a, b));
-        let (t25, t50, t75) = quartiles(ratio(&rate, a, b));
+    for (what, a, b) in &pairs {
+        let (c25, c50, c75) = quartiles(ratio(&cpu, *a, *b));
+        let (t25, t50, t75) = quartiles(ratio(&rate, *a, *b));
         println!(
             "{what:<32} CPU/request {c50:.3} (IQR {c25:.3}–{c75:.3}), throughput {t50:.3} (IQR {t25:.3}–{t75:.3})"
         );

@@ -946,20 +946,28 @@ fn advertised_observations(
         .filter(|a| !a.accepted)
         .filter_map(|a| a.headers.remaining)
         .collect();
-    if let (Some(hi), Some(lo)) = (admitted.iter().max(), admitted.iter().min()) {
+    if let (Some(&hi), Some(&lo)) = (admitted.iter().max(), admitted.iter().min()) {
+        // A limiter may advertise on some admissions only (the IETF draft suggests "only when
+        // a given quota is close to exhaustion", for performance). Each admission takes one
+        // token, so the first of the `k` that said `remaining` had at least `k - 1` left, and
+        // none can have more than the limit less one: on every admission, as most limiters
+        // send it, that pins the highest to the limit less one.
         let top = capacity.saturating_sub(1);
+        let k = admitted.len() as u64;
+        let floor = k.saturating_sub(1 + tol);
         let not_zero = rejected.iter().filter(|r| **r > 0).count();
         out.push(Observation::new(
             "advertised `remaining` counts down",
             format!(
-                "{top} ± {tol} on the first admission, at most {tol} on the last, 0 on every rejection"
+                "at most {top} ± {tol} and at least {floor} (one token each for the {k} \
+                 admissions that said it); at most {tol} on the last; 0 on every rejection"
             ),
             format!(
-                "{hi} down to {lo} over {} admissions; {not_zero} of {} rejections say more than 0",
-                admitted.len(),
+                "{hi} down to {lo} over {k} of {enforced} admissions; {not_zero} of {} \
+                 rejections say more than 0",
                 rejected.len()
             ),
-            hi.abs_diff(top) <= tol && *lo <= tol && not_zero == 0,
+            hi <= top + tol && hi >= floor && lo <= tol && not_zero == 0,
         ));
     }
     let evidence = serde_json::json!({
@@ -1765,5 +1773,53 @@ mod tests {
         let q = Queueing::of(&[&t]);
         assert!(q.observe(Queue::None).ok, "245 ms added is not queueing");
         assert_eq!(q.note(), None);
+    }
+
+    /// A fresh client's burst of 100 admissions and 20 rejections; admission `i` (0-based)
+    /// advertises `remaining(i)` when that is `Some`, every rejection `0`.
+    fn advertising(remaining: impl Fn(u64) -> Option<u64>) -> Tally {
+        let mut t = burst(100, 20, 10);
+        let answer = |accepted, r| Advert {
+            at_ms: 0.0,
+            accepted,
+            headers: ratelimit::Advertised {
+                convention: Some(ratelimit::Convention::Split),
+                limit: Some(100),
+                remaining: Some(r),
+                ..Default::default()
+            },
+        };
+        t.advertised = (0..100)
+            .filter_map(|i| remaining(i).map(|r| answer(true, r)))
+            .chain((0..20).map(|_| answer(false, 0)))
+            .collect();
+        t
+    }
+
+    fn counts_down(t: &Tally) -> Observation {
+        let (obs, _) = advertised_observations(&spec(serde_json::json!({})), &[t], t.accepted);
+        obs.into_iter()
+            .find(|o| o.what.starts_with("advertised `remaining`"))
+            .expect("a `remaining` observation")
+    }
+
+    #[test]
+    fn remaining_on_every_admission_or_only_near_the_limit_is_judged_right() {
+        // On every admission, 99 down to 0.
+        assert!(counts_down(&advertising(|i| Some(99 - i))).ok);
+        // Only once half the burst is used (the core service's default): 50 down to 0.
+        let near = counts_down(&advertising(|i| (i >= 49).then(|| 99 - i)));
+        assert!(near.ok, "{near:?}");
+        assert!(near.observed.contains("51 of 100 admissions"), "{near:?}");
+    }
+
+    #[test]
+    fn remaining_that_lies_fails_whichever_answers_carry_it() {
+        // Counts down from the wrong top: 60 left on the first of 100 admissions.
+        assert!(!counts_down(&advertising(|i| Some(60u64.saturating_sub(i)))).ok);
+        // Near the limit only, but never reaching 0 (off by 40).
+        assert!(!counts_down(&advertising(|i| (i >= 49).then(|| 139 - i))).ok);
+        // More than the limit allows.
+        assert!(!counts_down(&advertising(|i| (i >= 49).then(|| (99 - i) * 3))).ok);
     }
 }

@@ -95,6 +95,22 @@ pub struct RateLimitConfig {
     pub trusted_proxies: Vec<String>,
     /// Exact paths that are never limited (`/admin/` is always exempt).
     pub exempt: Vec<String>,
+    /// Which accepted answers carry the `RateLimit-*` headers (every 429 does).
+    pub headers: Advertise,
+}
+
+/// Which accepted answers carry `RateLimit-Limit`, `RateLimit-Remaining` and
+/// `RateLimit-Reset`. Every `429` carries them, with `Retry-After`, in both modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Advertise {
+    /// Only once at most half the burst remains: a client far from its limit has nothing to
+    /// pace, and three headers on every answer cost more than the check itself (the IETF
+    /// draft's "Performance Considerations" names this option).
+    #[default]
+    NearLimit,
+    /// On every accepted answer, as GitHub and express-rate-limit send them.
+    Always,
 }
 
 impl Default for RateLimitConfig {
@@ -108,6 +124,7 @@ impl Default for RateLimitConfig {
             cleanup_interval: Dur::from_secs(10),
             trusted_proxies: Vec::new(),
             exempt: vec!["/healthz".into(), "/readyz".into(), "/metrics".into()],
+            headers: Advertise::default(),
         }
     }
 }

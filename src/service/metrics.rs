@@ -84,11 +84,11 @@ impl Histogram {
 }
 
 /// Every metric of docs/api.md that is a plain counter or gauge lives here; the rest
-/// (breaker, limiter, detectors, snapshot age, RSS) are read from their owners at render time.
+/// (breaker, limiter and its rejections, detectors, snapshot age, RSS) are read from their
+/// owners at render time.
 pub struct Metrics {
     requests: Vec<[AtomicU64; STATUSES.len() + 1]>,
     latency: Vec<Histogram>,
-    pub ratelimit_rejections: AtomicU64,
     pub load_shed: AtomicU64,
     pub inflight: AtomicI64,
     pub feed_ok: AtomicU64,
@@ -124,7 +124,6 @@ impl Default for Metrics {
                 .map(|_| std::array::from_fn(|_| AtomicU64::new(0)))
                 .collect(),
             latency: ROUTES.iter().map(|_| Histogram::default()).collect(),
-            ratelimit_rejections: AtomicU64::new(0),
             load_shed: AtomicU64::new(0),
             inflight: AtomicI64::new(0),
             feed_ok: AtomicU64::new(0),

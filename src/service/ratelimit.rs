@@ -6,8 +6,9 @@
 //! addresses across both. When the cap is reached, addresses not already tracked share one
 //! overflow bucket until idle entries are cleaned up, so a spray of addresses costs bounded
 //! memory and cannot starve the clients already tracked. The rejection path allocates nothing
-//! of its own, builds no clock and does not log (rejections are counted; a periodic summary is
-//! logged by the cleanup task).
+//! of its own, reads no clock beyond the check's own (its `Retry-After` is known from the rate)
+//! and does not log (rejections are counted once, here; a periodic summary is logged by the
+//! cleanup task).
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr};
@@ -25,7 +26,7 @@ use governor::nanos::Nanos;
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
 
-use super::config::{RateLimitConfig, parse_cidr};
+use super::config::{Advertise, RateLimitConfig, parse_cidr};
 
 /// The key every untracked address shares once the store is full.
 pub const OVERFLOW_KEY: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -163,9 +164,10 @@ type Governor = RateLimiter<IpAddr, StoreHandle, MonotonicClock, StateInformatio
 
 /// The outcome of one check, with the header values to send.
 pub enum Decision {
+    /// Admitted; `advertise` holds `RateLimit-Remaining` and `RateLimit-Reset` when this
+    /// answer is to carry the headers (see [`Advertise`]).
     Allow {
-        remaining: HeaderValue,
-        reset: HeaderValue,
+        advertise: Option<(HeaderValue, HeaderValue)>,
     },
     Deny {
         retry_after: HeaderValue,
@@ -184,7 +186,11 @@ pub struct Limiter {
     pub max_clients: usize,
     idle_timeout: Duration,
     start: std::time::Instant,
+    /// An admitted answer carries the headers when at most this many tokens remain.
+    advertise_at_most: u64,
     pub limit_header: HeaderValue,
+    /// `Retry-After` of every rejection (see [`Limiter::new`]).
+    retry_after: HeaderValue,
     pub rejections: AtomicU64,
 }
 
@@ -223,6 +229,13 @@ impl Limiter {
         let rate = NonZeroU32::new(cfg.per_second).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(rate).allow_burst(burst);
         let store = StoreHandle(Arc::new(CappedStore::new(cfg.max_clients)));
+        // A request is refused only when its bucket is empty, and the last admission put the
+        // next token at most one emission interval (1 / per_second) after it: the wait is
+        // never longer than an interval, so in whole seconds it is that interval rounded up
+        // (1 s for any rate of at least 1/s), known here rather than read from the clock on
+        // every rejection.
+        let interval = Duration::from_secs(1) / rate.get();
+        let retry_after = interval.as_secs() + u64::from(interval.subsec_nanos() > 0);
         let start = MonotonicClock.now();
         let governor: Governor = RateLimiter::new(quota, store.clone(), MonotonicClock);
         Limiter {
@@ -239,7 +252,12 @@ impl Limiter {
             max_clients: cfg.max_clients,
             idle_timeout: cfg.idle_timeout.get(),
             start,
+            advertise_at_most: match cfg.headers {
+                Advertise::Always => u64::MAX,
+                Advertise::NearLimit => u64::from(cfg.burst / 2),
+            },
             limit_header: number(cfg.burst.into()),
+            retry_after: number(retry_after.max(1)),
             rejections: AtomicU64::new(0),
         }
     }
@@ -281,21 +299,21 @@ impl Limiter {
     pub fn check(&self, ip: IpAddr) -> Decision {
         match self.governor.check_key(&ip) {
             Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity() as u64;
+                let remaining = u64::from(snapshot.remaining_burst_capacity());
+                if remaining > self.advertise_at_most {
+                    return Decision::Allow { advertise: None };
+                }
                 // Seconds until the bucket is full again.
-                let missing = (self.burst as u64).saturating_sub(remaining);
-                let reset = missing.div_ceil(self.per_second as u64);
+                let missing = u64::from(self.burst).saturating_sub(remaining);
+                let reset = missing.div_ceil(u64::from(self.per_second));
                 Decision::Allow {
-                    remaining: number(remaining),
-                    reset: number(reset),
+                    advertise: Some((number(remaining), number(reset))),
                 }
             }
-            Err(not_until) => {
+            Err(_) => {
                 self.rejections.fetch_add(1, Ordering::Relaxed);
-                let wait = not_until.wait_time_from(MonotonicClock.now());
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 Decision::Deny {
-                    retry_after: number(secs.max(1)),
+                    retry_after: self.retry_after.clone(),
                 }
             }
         }
@@ -358,6 +376,28 @@ mod tests {
             l.check("10.0.0.2".parse().unwrap()),
             Decision::Allow { .. }
         ));
+    }
+
+    #[test]
+    fn a_refused_client_is_admitted_again_within_one_interval() {
+        // One token every 50 ms: `Retry-After: 1` is the interval rounded up, and holds.
+        let mut c = cfg(3, 10);
+        c.per_second = 20;
+        let l = Limiter::new(&c);
+        for _ in 0..3 {
+            assert!(allowed(&l, "10.0.0.1"));
+        }
+        match l.check(ip("10.0.0.1")) {
+            Decision::Deny { retry_after } => assert_eq!(retry_after, "1"),
+            Decision::Allow { .. } => panic!("allowed past the burst"),
+        }
+        // At least one interval after the refusal, so after the last admission.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            allowed(&l, "10.0.0.1"),
+            "no token one interval after the refusal"
+        );
+        assert_eq!(l.rejections.load(Ordering::Relaxed), 1);
     }
 
     #[test]
@@ -486,6 +526,43 @@ mod tests {
         l.cleanup();
         assert_eq!(l.store.0.len(), (1, 1));
         assert_eq!(l.store.0.count.load(Ordering::Relaxed), 2);
+    }
+
+    /// The `RateLimit-Remaining` value each of `n` admissions from one address advertises,
+    /// `None` where the answer is to carry no headers.
+    fn advertised(l: &Limiter, n: usize) -> Vec<Option<String>> {
+        (0..n)
+            .map(|_| match l.check(ip("10.0.0.1")) {
+                Decision::Allow { advertise } => {
+                    advertise.map(|(r, _)| r.to_str().unwrap().to_owned())
+                }
+                Decision::Deny { .. } => panic!("denied within the burst"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn near_limit_advertises_once_half_the_burst_is_used() {
+        let l = Limiter::new(&cfg(6, 10));
+        let got = advertised(&l, 6);
+        // 5 and 4 remain: nothing said; from 3 (half of 6) down, every answer says it.
+        assert_eq!(got[..2], [None, None], "{got:?}");
+        let tail: Vec<_> = got[2..].iter().flatten().map(String::as_str).collect();
+        assert_eq!(tail, ["3", "2", "1", "0"]);
+        // A burst of one: its only admission is already at the limit.
+        assert_eq!(
+            advertised(&Limiter::new(&cfg(1, 10)), 1),
+            [Some("0".into())]
+        );
+    }
+
+    #[test]
+    fn always_advertises_on_every_admission() {
+        let mut c = cfg(4, 10);
+        c.headers = Advertise::Always;
+        let got = advertised(&Limiter::new(&c), 4);
+        let all: Vec<_> = got.iter().flatten().map(String::as_str).collect();
+        assert_eq!(all, ["3", "2", "1", "0"]);
     }
 
     #[test]

@@ -134,19 +134,17 @@ async fn rate_limit(State(state): State<Shared>, req: Request, next: Next) -> Re
     };
     let ip = limiter.client_ip(peer, xff);
     match limiter.check(ip) {
-        Decision::Allow { remaining, reset } => {
+        Decision::Allow { advertise } => {
             let mut res = next.run(req).await;
-            let h = res.headers_mut();
-            h.insert(RATELIMIT_LIMIT.clone(), limiter.limit_header.clone());
-            h.insert(RATELIMIT_REMAINING.clone(), remaining);
-            h.insert(RATELIMIT_RESET.clone(), reset);
+            if let Some((remaining, reset)) = advertise {
+                let h = res.headers_mut();
+                h.insert(RATELIMIT_LIMIT.clone(), limiter.limit_header.clone());
+                h.insert(RATELIMIT_REMAINING.clone(), remaining);
+                h.insert(RATELIMIT_RESET.clone(), reset);
+            }
             res
         }
         Decision::Deny { retry_after } => {
-            state
-                .metrics
-                .ratelimit_rejections
-                .fetch_add(1, Ordering::Relaxed);
             let mut res = Response::new(Body::from(RATE_LIMITED_BODY));
             *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             let h = res.headers_mut();
@@ -619,7 +617,10 @@ async fn metrics(State(state): State<Shared>) -> Response {
         "ratelimit_rejections_total",
         "counter",
         "Requests rejected by the per-IP rate limiter.",
-        c(&m.ratelimit_rejections),
+        state
+            .limiter
+            .as_ref()
+            .map_or(0, |l| l.rejections.load(Ordering::Relaxed)),
     );
     sample(
         &mut out,

@@ -172,14 +172,22 @@ async fn rate_limit_burst_then_429_with_headers_per_address() {
     let svc = core(dir.path());
     let c = svc.client();
     let mut ok = 0;
+    // Admitted answers without `RateLimit-*`: core.yaml advertises once half the burst is used.
+    let mut quiet = 0;
     let mut limited = None;
     for _ in 0..140 {
         let r = c.get(svc.url("/v1/detections")).send().await.unwrap();
         match r.status().as_u16() {
             200 => {
-                assert_eq!(r.headers()["ratelimit-limit"], "100");
-                assert!(r.headers().contains_key("ratelimit-remaining"));
-                assert!(r.headers().contains_key("ratelimit-reset"));
+                match r.headers().get("ratelimit-remaining") {
+                    None => quiet += 1,
+                    Some(left) => {
+                        let left: u64 = left.to_str().unwrap().parse().unwrap();
+                        assert!(left <= 50, "advertised with {left} of 100 left");
+                        assert_eq!(r.headers()["ratelimit-limit"], "100");
+                        assert!(r.headers().contains_key("ratelimit-reset"));
+                    }
+                }
                 ok += 1;
             }
             429 => limited = Some(r),
@@ -188,6 +196,8 @@ async fn rate_limit_burst_then_429_with_headers_per_address() {
     }
     // 100 of burst plus what refilled at 10/s while the loop ran.
     assert!((100..=125).contains(&ok), "{ok} accepted");
+    // 99 down to 51 left: silent; 50 down to 0: each said at least once.
+    assert!((49..=ok - 51).contains(&quiet), "{quiet} of {ok} silent");
     let r = limited.expect("no 429");
     let retry: u64 = r.headers()["retry-after"]
         .to_str()

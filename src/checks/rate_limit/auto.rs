@@ -197,6 +197,11 @@ pub async fn find(spec: &Spec, ctx: &Ctx) -> Result<(Outcome, Option<Found>), Ch
     let advertised_window = first.advertised.iter().find_map(|a| a.headers.window_s());
     let n = advertised.map_or(AUTO_BURST, |q| q + extra).min(AUTO_BURST);
     let (b1_at, b1) = s.burst("burst", n).await?;
+    // A limiter may advertise only near its limit (the core service's default): then the
+    // burst's later answers say what the first did not.
+    let advertised = advertised.or_else(|| b1.advertised.iter().find_map(|a| a.headers.quota()));
+    let advertised_window =
+        advertised_window.or_else(|| b1.advertised.iter().find_map(|a| a.headers.window_s()));
     let capacity = b1.accepted + 1;
     out.observe(Observation::new(
         "a limit",
