@@ -37,7 +37,7 @@ use crate::engine::run::{CheckFailure, CheckOptions};
 use crate::outcome::Status;
 use crate::policy::schedule::Schedule;
 use crate::policy::{Check, Policy};
-use crate::probe::discovery::Instance;
+use crate::probe::discovery::{Instance, Source};
 use crate::report::{CheckResult, Report};
 use crate::secret::Secret;
 use exporter::{CheckLabels, Exporter};
@@ -166,6 +166,17 @@ pub struct Options {
     pub progress: Arc<dyn Fn(&str) + Send + Sync>,
     /// Resolves when watch should stop: the runs under way finish, then it returns.
     pub shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Where `instances` came from, listed again on an interval (`--targets`, `--refresh`).
+    pub relist: Option<Relist>,
+}
+
+/// The instances' source, listed again every `every`: an instance that appears is watched
+/// from then on; one that is gone is no longer (its runs under way finish, its series leave
+/// `/metrics`); a listing that fails keeps the instances of the last one that did not.
+#[derive(Debug, Clone)]
+pub struct Relist {
+    pub every: Duration,
+    pub source: Source,
 }
 
 /// Why watch could not run.
@@ -201,6 +212,8 @@ struct Slot {
     runs: VecDeque<RunRecord>,
     /// The runs under way: group and start (Unix seconds).
     running: Vec<Running>,
+    /// No longer listed: a run that ends now records nothing (its series are gone).
+    retired: bool,
 }
 
 /// A run under way, for `/report.json`.
@@ -215,7 +228,8 @@ struct Board {
     policy: Policy,
     every: Duration,
     not_run: Vec<NotRun>,
-    slots: Vec<Mutex<Slot>>,
+    /// The instances watched now, in the order they were listed.
+    slots: Mutex<Vec<Arc<Mutex<Slot>>>>,
     exporter: Exporter,
 }
 
@@ -229,13 +243,14 @@ fn unix(t: DateTime<Utc>) -> f64 {
 }
 
 impl Board {
-    fn slot(&self, index: usize) -> std::sync::MutexGuard<'_, Slot> {
-        lock(&self.slots[index])
+    /// The instances watched now.
+    fn slots(&self) -> Vec<Arc<Mutex<Slot>>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A run of `group` on instance `index` has started (it holds the instance's lock).
-    fn started(&self, index: usize, group: &Group, started: DateTime<Utc>) {
-        self.slot(index).running.push(Running {
+    /// A run of `group` on an instance has started (it holds the instance's lock).
+    fn started(&self, slot: &Mutex<Slot>, group: &Group, started: DateTime<Utc>) {
+        lock(slot).running.push(Running {
             group: group.name.clone(),
             started: unix(started),
         });
@@ -244,7 +259,7 @@ impl Board {
     /// Takes a group's report into the instance's state, the combined report and the metrics.
     fn record(
         &self,
-        index: usize,
+        slot: &Mutex<Slot>,
         group: &Group,
         run: Report,
         started: DateTime<Utc>,
@@ -252,8 +267,11 @@ impl Board {
     ) {
         let today = chrono::Local::now().date_naive();
         let policy = &self.policy;
-        let mut slot = self.slot(index);
+        let mut slot = lock(slot);
         slot.running.retain(|r| r.group != group.name);
+        if slot.retired {
+            return;
+        }
         let instance = slot.instance.name.clone();
         for r in &run.results {
             let blocking =
@@ -340,32 +358,17 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
         on_listening,
         progress,
         shutdown,
+        relist,
     } = opts;
     let plan = plan(&policy, every);
     for n in &plan.not_run {
         progress(&format!("{}: {}", n.check, n.reason));
     }
-    let exporter = Exporter::new();
-    for i in &instances {
-        exporter.set_interval(&policy.name, &i.name, every.as_secs_f64());
-    }
     let board = Arc::new(Board {
         every,
         not_run: plan.not_run.clone(),
-        slots: instances
-            .iter()
-            .map(|i| {
-                Mutex::new(Slot {
-                    instance: i.clone(),
-                    results: HashMap::new(),
-                    labels: HashMap::new(),
-                    report: None,
-                    runs: VecDeque::new(),
-                    running: Vec::new(),
-                })
-            })
-            .collect(),
-        exporter,
+        slots: Mutex::new(Vec::new()),
+        exporter: Exporter::new(),
         policy: policy.clone(),
     });
 
@@ -380,8 +383,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
         source,
     })?;
     on_listening(addr);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut server_stop = stop_rx.clone();
+    let (stop_tx, mut server_stop) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(
         axum::serve(listener, routes(board.clone()))
             .with_graceful_shutdown(async move {
@@ -390,7 +392,7 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
             .into_future(),
     );
 
-    let shared = Arc::new(Runner {
+    let runner = Arc::new(Runner {
         policy_files,
         exe,
         admin_token,
@@ -407,30 +409,173 @@ pub async fn run(opts: Options) -> Result<(), WatchError> {
                 .max(1),
         )),
     });
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, instance) in instances.iter().enumerate() {
+    let mut members = Members {
+        runner,
+        groups: plan.groups,
+        tasks: tokio::task::JoinSet::new(),
+        watched: Vec::new(),
+    };
+    members.update(instances);
+    let mut relist = relist.map(|r| {
+        let first = tokio::time::Instant::now() + r.every;
+        (tokio::time::interval_at(first, r.every), r.source)
+    });
+    let mut shutdown = shutdown;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            source = next_listing(&mut relist) => {
+                let n = members.watched.len();
+                match source.load().await {
+                    Ok(listed) => {
+                        let (added, removed) = members.update(listed);
+                        if added + removed > 0 {
+                            progress(&format!(
+                                "targets: {added} instance(s) added, {removed} removed: {} watched",
+                                members.watched.len()
+                            ));
+                        }
+                    }
+                    Err(e) => progress(&format!(
+                        "targets: listing failed ({e}); still watching the {n} instance(s) \
+                         listed before"
+                    )),
+                }
+            }
+            // Reap the tasks of instances no longer listed.
+            Some(_) = members.tasks.join_next(), if !members.tasks.is_empty() => {}
+        }
+    }
+    progress("stopping: the runs under way finish first");
+    for m in &members.watched {
+        let _ = m.stop.send(true);
+    }
+    while members.tasks.join_next().await.is_some() {}
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+/// The next time the source is to be listed again; never, without one.
+async fn next_listing(relist: &mut Option<(tokio::time::Interval, Source)>) -> Source {
+    match relist {
+        Some((interval, source)) => {
+            interval.tick().await;
+            source.clone()
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The instances watched and their runners.
+struct Members {
+    runner: Arc<Runner>,
+    groups: Vec<Group>,
+    tasks: tokio::task::JoinSet<()>,
+    watched: Vec<Member>,
+}
+
+/// One instance watched: its slot on the board and the switch that stops its runners.
+struct Member {
+    instance: Instance,
+    slot: Arc<Mutex<Slot>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Members {
+    /// Watches what `listed` names and nothing else: an instance is the same one while its
+    /// name and URL are (its labels are updated in place). Returns (added, removed).
+    fn update(&mut self, listed: Vec<Instance>) -> (usize, usize) {
+        let same = |a: &Instance, b: &Instance| a.name == b.name && a.url == b.url;
+        let progress = self.runner.progress.clone();
+        let mut listed: Vec<Instance> = listed
+            .into_iter()
+            .filter(|i| {
+                let ok = i.url.starts_with("http://") || i.url.starts_with("https://");
+                if !ok {
+                    progress(&format!(
+                        "targets: instance `{}` skipped: `{}` is not an http:// or https:// URL",
+                        i.name, i.url
+                    ));
+                }
+                ok
+            })
+            .collect();
+        let before = self.watched.len();
+        let board = self.runner.board.clone();
+        let mut kept = Vec::new();
+        for m in self.watched.drain(..) {
+            match listed.iter().position(|i| same(i, &m.instance)) {
+                Some(k) => {
+                    let i = listed.remove(k);
+                    lock(&m.slot).instance.labels = i.labels;
+                    kept.push(m);
+                }
+                None => {
+                    // Its runs under way finish; what they find is not recorded.
+                    let _ = m.stop.send(true);
+                    let mut slot = lock(&m.slot);
+                    slot.retired = true;
+                    board.exporter.forget_instance(
+                        &board.policy.name,
+                        &m.instance.name,
+                        slot.labels.values(),
+                    );
+                }
+            }
+        }
+        let removed = before - kept.len();
+        self.watched = kept;
+        let added = listed.len();
+        for i in listed {
+            let m = self.start(i);
+            self.watched.push(m);
+        }
+        *board.slots.lock().unwrap_or_else(|e| e.into_inner()) =
+            self.watched.iter().map(|m| m.slot.clone()).collect();
+        (added, removed)
+    }
+
+    /// Starts the runners of one instance.
+    fn start(&mut self, instance: Instance) -> Member {
+        let board = &self.runner.board;
+        board.exporter.set_interval(
+            &board.policy.name,
+            &instance.name,
+            board.every.as_secs_f64(),
+        );
+        let slot = Arc::new(Mutex::new(Slot {
+            instance: instance.clone(),
+            results: HashMap::new(),
+            labels: HashMap::new(),
+            report: None,
+            runs: VecDeque::new(),
+            running: Vec::new(),
+            retired: false,
+        }));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         // Every run on this instance holds its lock: read-only runs the shared side, a
         // disturbing check the exclusive side (tokio's RwLock is fair: a waiting writer
         // is not starved by readers that keep coming).
         let lock = Arc::new(RwLock::new(()));
-        for group in &plan.groups {
+        for group in &self.groups {
             let job = Job {
-                index,
+                slot: slot.clone(),
                 url: instance.url.clone(),
                 instance: instance.name.clone(),
-                policy: group_policy(&policy, group),
+                policy: group_policy(&board.policy, group),
                 group: group.clone(),
                 lock: lock.clone(),
             };
-            tasks.spawn(shared.clone().repeat(job, stop_rx.clone()));
+            self.tasks
+                .spawn(self.runner.clone().repeat(job, stopped.clone()));
+        }
+        Member {
+            instance,
+            slot,
+            stop,
         }
     }
-    shutdown.await;
-    progress("stopping: the runs under way finish first");
-    let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-    let _ = server.await;
-    Ok(())
 }
 
 /// What every runner shares.
@@ -449,7 +594,7 @@ struct Runner {
 
 /// One group on one instance.
 struct Job {
-    index: usize,
+    slot: Arc<Mutex<Slot>>,
     url: String,
     instance: String,
     policy: Policy,
@@ -489,7 +634,7 @@ impl Runner {
                 _ = stop.wait_for(|s| *s) => return,
             };
             let started = Utc::now();
-            self.board.started(job.index, &job.group, started);
+            self.board.started(&job.slot, &job.group, started);
             let report = self.once(&job).await;
             let ended = Utc::now();
             drop(guard);
@@ -507,7 +652,7 @@ impl Runner {
                     .join(", ")
             ));
             self.board
-                .record(job.index, &job.group, report, started, ended);
+                .record(&job.slot, &job.group, report, started, ended);
             next = match &job.group.cadence {
                 Cadence::Every(d) => {
                     started + chrono::Duration::from_std(*d).unwrap_or(chrono::Duration::MAX)
@@ -631,7 +776,7 @@ async fn metrics(State(board): State<Arc<Board>>) -> Response {
 
 async fn report_json(State(board): State<Arc<Board>>) -> Response {
     let instances = board
-        .slots
+        .slots()
         .iter()
         .map(|s| {
             let s = lock(s);
@@ -662,9 +807,10 @@ struct Which {
 /// The last report of `?instance=NAME` (or of the only instance) as HTML; with several
 /// instances and none named, a list of them with their verdicts.
 async fn index(State(board): State<Arc<Board>>, Query(which): Query<Which>) -> Response {
-    let chosen = match (&which.instance, board.slots.len()) {
-        (Some(name), _) => board.slots.iter().find(|s| lock(s).instance.name == *name),
-        (None, 1) => board.slots.first(),
+    let slots = board.slots();
+    let chosen = match (&which.instance, slots.len()) {
+        (Some(name), _) => slots.iter().find(|s| lock(s).instance.name == *name),
+        (None, 1) => slots.first(),
         (None, _) => None,
     };
     let esc = crate::report::html::esc;
@@ -687,8 +833,7 @@ async fn index(State(board): State<Arc<Board>>, Query(which): Query<Which>) -> R
     if which.instance.is_some() {
         return (axum::http::StatusCode::NOT_FOUND, "no such instance").into_response();
     }
-    let rows: String = board
-        .slots
+    let rows: String = slots
         .iter()
         .map(|s| {
             let s = lock(s);

@@ -18,9 +18,15 @@ pub struct WatchArgs {
     #[arg(long, value_name = "URL", conflicts_with = "targets")]
     pub target: Option<String>,
     /// The instances to watch: a Prometheus `file_sd` file (JSON or YAML), or
-    /// `prometheus:URL?match={job="core"}` (that server's active targets). Read once at start.
+    /// `prometheus:URL?match={job="core"}` (that server's active targets). Listed again
+    /// every --refresh.
     #[arg(long, value_name = "SOURCE")]
     pub targets: Option<String>,
+    /// How often --targets is listed again: an instance that appears is watched from then
+    /// on; one that is gone is not (its runs under way finish, its series leave /metrics); a
+    /// listing that fails keeps the instances of the last one. `0s`: listed once, at start.
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub refresh: preflight::units::Dur,
     /// How often the read-only checks run (a check's own `schedule:` overrides it).
     #[arg(long, value_name = "DURATION", default_value = "5m")]
     pub every: preflight::units::Dur,
@@ -80,18 +86,27 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     let policy_url = loaded.policy.target.as_ref().and_then(|t| t.url.clone());
-    let instances = match (&args.target, &args.targets, &policy_url) {
-        (Some(url), _, _) | (None, None, Some(url)) => single(url).map(|i| vec![i]),
+    let (instances, source) = match (&args.target, &args.targets, &policy_url) {
+        (Some(url), _, _) | (None, None, Some(url)) => (single(url).map(|i| vec![i]), None),
         (None, Some(src), _) => match Source::parse(src) {
-            Ok(s) => runtime.block_on(s.load()),
-            Err(e) => Err(e),
+            Ok(s) => (runtime.block_on(s.load()), Some(s)),
+            Err(e) => (Err(e), None),
         },
-        (None, None, None) => Err(
-            "watch needs a running service: give --target URL, --targets SOURCE or `target.url` \
-             in the policy (it never spawns the bundled service)"
-                .into(),
+        (None, None, None) => (
+            Err(
+                "watch needs a running service: give --target URL, --targets SOURCE or \
+                 `target.url` in the policy (it never spawns the bundled service)"
+                    .into(),
+            ),
+            None,
         ),
     };
+    let relist = source
+        .filter(|_| !args.refresh.get().is_zero())
+        .map(|source| preflight::watch::Relist {
+            every: args.refresh.get(),
+            source,
+        });
     let instances = match instances {
         Ok(i) => i,
         Err(e) => {
@@ -112,10 +127,14 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
     let quiet = args.quiet;
     let exe = std::env::current_exe()?;
     eprintln!(
-        "watch: {} on {} instance(s), read-only checks every {}",
+        "watch: {} on {} instance(s), read-only checks every {}{}",
         loaded.policy.name,
         instances.len(),
-        args.every
+        args.every,
+        match &relist {
+            Some(_) => format!(", targets listed again every {}", args.refresh),
+            None => String::new(),
+        }
     );
     let result = runtime.block_on(async {
         let shutdown = super::terminated();
@@ -138,6 +157,7 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
                 }
             }),
             shutdown,
+            relist,
         })
         .await
     });

@@ -188,6 +188,32 @@ impl Exporter {
         self.last_run.remove(c);
     }
 
+    /// Drops every series of an instance no longer watched: those of its `checks`, its
+    /// verdict, last run and interval.
+    pub fn forget_instance<'a>(
+        &self,
+        policy: &str,
+        instance: &str,
+        checks: impl IntoIterator<Item = &'a CheckLabels>,
+    ) {
+        for c in checks {
+            self.forget(c);
+        }
+        for v in VERDICTS {
+            self.verdict.remove(&VerdictLabels {
+                policy: policy.into(),
+                instance: instance.into(),
+                verdict: v.as_str(),
+            });
+        }
+        let labels = InstanceLabels {
+            policy: policy.into(),
+            instance: instance.into(),
+        };
+        self.watch_last_run.remove(&labels);
+        self.interval.remove(&labels);
+    }
+
     /// The verdict of an instance and when watch last finished a run on it.
     pub fn record_verdict(&self, policy: &str, instance: &str, verdict: Verdict, ended_unix: f64) {
         for v in VERDICTS {

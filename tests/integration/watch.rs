@@ -505,6 +505,111 @@ async fn a_dead_instance_is_error_and_sigterm_exits_0() {
     assert!(watch.log().contains("watch: stopped"), "{}", watch.log());
 }
 
+/// `--targets` is listed again every `--refresh`: an instance added to the file is watched
+/// from then on; one removed is no longer, in `/report.json` and in `/metrics`; a file that
+/// cannot be read keeps the instances of the last listing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_targets_are_listed_again_and_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Service::start(&config("core.yaml"), &dir.path().join("a"));
+    let b = Service::start(&config("core.yaml"), &dir.path().join("b"));
+    let (ha, hb) = (
+        a.url.trim_start_matches("http://").to_string(),
+        b.url.trim_start_matches("http://").to_string(),
+    );
+    let fleet = dir.path().join("fleet.json");
+    // Replaced whole (written aside, renamed), as a discovery job writes a file_sd file.
+    let list = |text: String| {
+        let tmp = dir.path().join("fleet.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &fleet).unwrap();
+    };
+    let hosts = |h: &[&str]| json!([{ "targets": h }]).to_string();
+    list(hosts(&[&ha]));
+    let policy = write_policy(dir.path(), READY_POLICY);
+    let watch = Watch::start(
+        dir.path(),
+        &[
+            &policy,
+            "--targets",
+            &fleet.display().to_string(),
+            "--every",
+            "500ms",
+            "--refresh",
+            "300ms",
+        ],
+    );
+    let names = |d: &Value| -> Vec<String> {
+        d["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let passes = |d: &Value, h: &str| {
+        names(d)
+            .iter()
+            .position(|n| n == h)
+            .is_some_and(|i| status_of(d, i, "ready").as_deref() == Some("PASS"))
+    };
+    watch
+        .wait_for("the first instance PASS", |d| passes(d, &ha))
+        .await;
+
+    list(hosts(&[&ha, &hb]));
+    let doc = watch
+        .wait_for("the instance added to the file PASS", |d| passes(d, &hb))
+        .await;
+    assert_eq!(names(&doc), [ha.as_str(), hb.as_str()]);
+
+    // A listing that fails changes nothing.
+    std::fs::write(&fleet, "[{\"targets\": [").unwrap();
+    let end = Instant::now() + DEADLINE;
+    while !watch.log().contains("targets: listing failed") {
+        assert!(Instant::now() < end, "no failed listing:\n{}", watch.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(names(&watch.document().await), [ha.as_str(), hb.as_str()]);
+
+    list(hosts(&[&hb]));
+    watch
+        .wait_for("the instance removed from the file gone", |d| {
+            names(d) == [hb.as_str()]
+        })
+        .await;
+    let removed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    // Still gone once the runs under way on it have ended, and the other is still run.
+    let doc = watch
+        .wait_for("a run of the remaining instance after the removal", |d| {
+            d["instances"][0]["runs"]
+                .as_array()
+                .and_then(|r| r.last())
+                .and_then(|r| r["started"].as_f64())
+                .is_some_and(|t| t > removed_at + 1.0)
+        })
+        .await;
+    assert_eq!(names(&doc), [hb.as_str()]);
+    let metrics = watch.get("/metrics").await;
+    assert!(
+        !metrics.contains(&format!("instance=\"{ha}\"")),
+        "series of the removed instance left:\n{metrics}"
+    );
+    assert!(metrics.contains(&format!("instance=\"{hb}\"")), "{metrics}");
+    let log = watch.log();
+    assert!(
+        log.contains("1 instance(s) added, 0 removed: 2 watched"),
+        "{log}"
+    );
+    assert!(
+        log.contains("0 instance(s) added, 1 removed: 1 watched"),
+        "{log}"
+    );
+}
+
 /// An instance whose check hangs (it accepts connections and never answers) holds up
 /// nothing but itself: while its run waits for the check's deadline, the other instance is
 /// checked again and again; then the hung check is an ERROR.
