@@ -161,6 +161,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// What the observations that failed measured, in order.
+    pub fn unmet(&self) -> Vec<&str> {
+        self.observations
+            .iter()
+            .filter(|x| !x.ok)
+            .map(|x| x.what.as_str())
+            .collect()
+    }
+
     /// A kind's result as the engine settles it: an outcome keeps its own status; an error
     /// becomes the status it gives (ERROR, SKIP, INCONCLUSIVE) with its message as summary.
     pub fn settle(res: Result<Outcome, CheckError>) -> (Status, Outcome) {

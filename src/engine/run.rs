@@ -743,12 +743,7 @@ pub async fn run_check(check: &Check, base: &Base) -> CheckResult {
 }
 
 fn default_summary(o: &Outcome) -> String {
-    let failed: Vec<&str> = o
-        .observations
-        .iter()
-        .filter(|x| !x.ok)
-        .map(|x| x.what.as_str())
-        .collect();
+    let failed = o.unmet();
     if failed.is_empty() {
         format!("{} requirement(s) met", o.observations.len())
     } else {

@@ -200,12 +200,7 @@ async fn rate_limit_retry_after_must_not_be_earlier_than_the_truth() {
     assert!(retry(&o_h).is_some_and(|x| x.ok), "{}", explain(&o_h));
     // "Come back now" while nothing is admitted for a second: FAIL on that alone.
     assert_eq!(st_l, Status::Fail, "{}", explain(&o_l));
-    let unmet: Vec<&str> = o_l
-        .observations
-        .iter()
-        .filter(|x| !x.ok)
-        .map(|x| x.what.as_str())
-        .collect();
+    let unmet = o_l.unmet();
     assert_eq!(
         unmet,
         ["admitted again when the rejections said"],

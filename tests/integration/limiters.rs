@@ -70,6 +70,17 @@ impl Limiter {
     /// Python's `limits`: `limit` per `window_s` with `strategy`, optionally advertising a
     /// false limit.
     fn python(limit: u32, window_s: u64, strategy: &str, advertise: Option<u32>) -> Limiter {
+        let advertise = advertise.map(|n| n.to_string());
+        let flags: Vec<&str> = match &advertise {
+            Some(n) => vec!["--advertise", n],
+            None => vec![],
+        };
+        Limiter::python_with(limit, window_s, strategy, &flags)
+    }
+
+    /// Python's `limits` with more of the fixture's flags (`--advertise N`, `--near-limit`,
+    /// `--remaining-offset K`).
+    fn python_with(limit: u32, window_s: u64, strategy: &str, flags: &[&str]) -> Limiter {
         let python = std::env::var("PREFLIGHT_LIMITS_PYTHON")
             .unwrap_or_else(|_| "/opt/limits/bin/python".into());
         assert!(
@@ -84,9 +95,7 @@ impl Limiter {
             "--strategy",
             strategy,
         ]);
-        if let Some(n) = advertise {
-            cmd.args(["--advertise", &n.to_string()]);
-        }
+        cmd.args(flags);
         Limiter::start(cmd)
     }
 }
@@ -224,6 +233,45 @@ async fn python_limits_moving_window_passes_as_itself_and_fails_each_wrong_param
     );
 }
 
+/// Python's `limits` sending its `RateLimit` headers only on 429s and once at most half its
+/// limit remains: the check judges the answers that carried them, and passes; the same
+/// limiter saying 5 more remain than do fails exactly the `remaining` observation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limiter_advertising_only_near_its_limit_is_judged_on_what_it_said() {
+    let near = ["--advertise", "20", "--near-limit"];
+    let right = Limiter::python_with(20, 4, "moving", &near);
+    let lying = Limiter::python_with(
+        20,
+        4,
+        "moving",
+        &[&near[..], &["--remaining-offset", "5"]].concat(),
+    );
+    let ((st, o), (lst, lo)) = tokio::join!(
+        run(window("sliding_window", 20, "4s"), ctx(&right.url, 44, 1)),
+        run(window("sliding_window", 20, "4s"), ctx(&lying.url, 44, 3)),
+    );
+    assert_eq!(st, Status::Pass, "{}", explain(&o));
+    let remaining = o
+        .observations
+        .iter()
+        .find(|x| x.what.starts_with("advertised `remaining`"))
+        .unwrap_or_else(|| panic!("no `remaining` observation: {}", explain(&o)));
+    // 10 down to 0: 11 of the admissions said it.
+    assert!(
+        remaining.ok && remaining.observed.starts_with("10 down to 0 over 11 of "),
+        "{}",
+        explain(&o)
+    );
+    assert_eq!(lst, Status::Fail, "{}", explain(&lo));
+    let failed_what = lo.unmet();
+    assert_eq!(
+        failed_what,
+        ["advertised `remaining` counts down"],
+        "{}",
+        explain(&lo)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limiter_whose_headers_lie_fails_the_header_observation() {
     // Enforces 20 per 4 s, advertises 40.
@@ -298,12 +346,7 @@ async fn nginx_limit_req_with_and_without_nodelay_and_its_queueing() {
     // `queue: none` or a 500 ms bound FAILs it, on the queueing alone.
     for (st, o) in [&queued_none, &queued_bound] {
         assert_eq!(*st, Status::Fail, "{}", explain(o));
-        let unmet: Vec<&str> = o
-            .observations
-            .iter()
-            .filter(|x| !x.ok)
-            .map(|x| x.what.as_str())
-            .collect();
+        let unmet = o.unmet();
         assert_eq!(unmet, ["queueing"], "{}", explain(o));
     }
 
