@@ -17,6 +17,11 @@ use crate::secret::Secret;
 pub mod spawn;
 pub mod tls;
 
+/// Whether `url` is one preflight can reach: `http://` or `https://`.
+pub fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
+}
+
 /// The host and port of a base URL: IPv6 literals without brackets, the scheme's default
 /// port when none is given.
 pub fn host_port(url: &str) -> Result<(String, u16), CheckError> {

@@ -248,6 +248,11 @@ impl Board {
         self.slots.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Now watching these instances.
+    fn set_slots(&self, slots: Vec<Arc<Mutex<Slot>>>) {
+        *self.slots.lock().unwrap_or_else(|e| e.into_inner()) = slots;
+    }
+
     /// A run of `group` on an instance has started (it holds the instance's lock).
     fn started(&self, slot: &Mutex<Slot>, group: &Group, started: DateTime<Utc>) {
         lock(slot).running.push(Running {
@@ -491,7 +496,7 @@ impl Members {
         let mut listed: Vec<Instance> = listed
             .into_iter()
             .filter(|i| {
-                let ok = i.url.starts_with("http://") || i.url.starts_with("https://");
+                let ok = crate::target::is_http_url(&i.url);
                 if !ok {
                     progress(&format!(
                         "targets: instance `{}` skipped: `{}` is not an http:// or https:// URL",
@@ -531,8 +536,7 @@ impl Members {
             let m = self.start(i);
             self.watched.push(m);
         }
-        *board.slots.lock().unwrap_or_else(|e| e.into_inner()) =
-            self.watched.iter().map(|m| m.slot.clone()).collect();
+        board.set_slots(self.watched.iter().map(|m| m.slot.clone()).collect());
         (added, removed)
     }
 

@@ -116,7 +116,7 @@ pub fn run(args: WatchArgs) -> Result<u8, Error> {
     };
     if let Some(bad) = instances
         .iter()
-        .find(|i| !(i.url.starts_with("http://") || i.url.starts_with("https://")))
+        .find(|i| !preflight::target::is_http_url(&i.url))
     {
         eprintln!(
             "error: instance `{}`: `{}` is not an http:// or https:// URL",

@@ -370,7 +370,7 @@ pub fn resolve_target(policy: &Policy, opts: &CheckOptions) -> Result<TargetPlan
                 "--config picks the profile of a spawned service; it cannot apply to a remote target".into(),
             ));
         }
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !crate::target::is_http_url(&url) {
             return Err(CheckFailure::Usage(format!(
                 "target `{url}` is not an http:// or https:// URL"
             )));

@@ -77,7 +77,7 @@ impl Source {
         };
         let (url, query) = rest.split_once('?').unwrap_or((rest, ""));
         let url = url.trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        if !crate::target::is_http_url(&url) {
             return Err(format!(
                 "`{s}`: after `prometheus:` comes the server's URL (`prometheus:http://prometheus:9090?match=job=core`)"
             ));
